@@ -1,0 +1,190 @@
+"""In-process backend: a Qwen-VL (or any chat VLM) checkpoint run with transformers.
+
+Sampling is done by a logits processor with one seeded ``torch.Generator`` per
+request, so a seed reproduces a critique and the global RNG is never touched.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import (AutoModelForImageTextToText, AutoProcessor, GenerationConfig, LogitsProcessor,
+                          LogitsProcessorList, StoppingCriteria, StoppingCriteriaList)
+
+from ..prompting import ChatRequest
+from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available; choose 'auto' or 'cpu'")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def available_attention() -> list[str]:
+    import importlib.util
+    names = ["sdpa", "eager"]
+    if importlib.util.find_spec("flash_attn") is not None:
+        names.append("flash_attention_2")
+    return names
+
+
+class SeededSampler(LogitsProcessor):
+    """Temperature/top-p sampling from per-row generators; returns logits with one finite entry."""
+
+    def __init__(self, temperature: float, top_p: float, seed: int, rows: int, device: torch.device):
+        self.temperature, self.top_p = temperature, top_p
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for _ in range(rows)]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            sorted_p, idx = probs.sort(dim=-1, descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p > self.top_p
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter_(-1, idx, sorted_p)
+        picks = torch.stack([torch.multinomial(probs[i], 1, generator=g)
+                             for i, g in enumerate(self.generators)])
+        out = torch.full_like(scores, -math.inf)
+        return out.scatter_(-1, picks, 0.0)
+
+
+class ForcedAnswers(LogitsProcessor):
+    """Make row ``i`` emit ``targets[i]`` then EOS; rows with ``None`` decode freely."""
+
+    def __init__(self, targets: Sequence[list[int] | None], prompt_len: int, eos_id: int):
+        self.targets, self.prompt_len, self.eos_id = list(targets), prompt_len, eos_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_len
+        for row, target in enumerate(self.targets):
+            if target is None:
+                continue
+            token = target[step] if step < len(target) else self.eos_id
+            scores[row] = -math.inf
+            scores[row, token] = 0.0
+        return scores
+
+
+class _Watch(StoppingCriteria):
+    """Reports progress each step and stops every row when the user interrupts."""
+
+    def __init__(self, prompt_len: int, budget: int, progress: ProgressFn | None, should_stop: StopFn | None):
+        self.prompt_len, self.budget = prompt_len, budget
+        self.progress, self.should_stop = progress, should_stop
+        self.stopped = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        if self.progress is not None:
+            self.progress(input_ids.shape[1] - self.prompt_len, self.budget)
+        stop = bool(self.should_stop and self.should_stop())
+        self.stopped |= stop
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class TransformersBackend:
+    """Holds a processor and a model; the model's current device decides where generation runs."""
+
+    name = "transformers"
+
+    def __init__(self, model, processor, batch_size: int = 4, source: str = ""):
+        self.model, self.processor = model, processor
+        self.batch_size = batch_size
+        self.source = source
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        eos = model.generation_config.eos_token_id
+        self.eos_id = (eos[0] if isinstance(eos, list) else eos) if eos is not None else tok.eos_token_id
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
+             batch_size: int = 4) -> "TransformersBackend":
+        """Load from a local folder. Never runs code from the folder; reads safetensors only."""
+        path = Path(path)
+        if not any(path.glob("*.safetensors")):
+            raise FileNotFoundError(f"{path} holds no .safetensors weights; the pack only loads safetensors "
+                                    "(pickled .bin weights can run arbitrary code)")
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}; got {attention!r}")
+        if attention not in available_attention():
+            raise RuntimeError(f"attention {attention!r} needs the flash-attn package; install it or choose sdpa")
+        dev = pick_device(device)
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=False, local_files_only=True)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=pick_dtype(dtype, dev), attn_implementation=attention, trust_remote_code=False,
+            use_safetensors=True, local_files_only=True)
+        model.eval().to(dev)
+        return cls(model, processor, batch_size=batch_size, source=str(path))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- request building -------------------------------------------------------------------------
+    def _messages(self, req: ChatRequest) -> list[dict]:
+        content = [{"type": "image"} if kind == "image" else {"type": "text", "text": part}
+                   for kind, part in req.parts]
+        msgs = [{"role": "system", "content": req.system}] if req.system else []
+        return msgs + [{"role": "user", "content": content}]
+
+    def encode(self, requests: Sequence[ChatRequest]) -> dict:
+        texts = [self.processor.apply_chat_template(self._messages(r), add_generation_prompt=True, tokenize=False)
+                 for r in requests]
+        images = [img for r in requests for img in r.images]
+        return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, requests: Sequence[ChatRequest], options: GenerationOptions, *,
+                 forced: Sequence[str | None] | None = None, progress: ProgressFn | None = None,
+                 should_stop: StopFn | None = None) -> list[str]:
+        forced = list(forced) if forced is not None else [None] * len(requests)
+        if len(forced) != len(requests):
+            raise ValueError("forced must have one entry per request")
+        answers: list[str] = []
+        for start in range(0, len(requests), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            answers += self._generate_batch(requests[chunk], forced[chunk], options, progress, should_stop)
+        return answers
+
+    @torch.inference_mode()
+    def _generate_batch(self, requests, forced, options, progress, should_stop) -> list[str]:
+        inputs = self.encode(requests).to(self.device)
+        prompt_len = inputs["input_ids"].shape[1]
+        processors = LogitsProcessorList()
+        if options.temperature > 0:
+            processors.append(SeededSampler(options.temperature, options.top_p, options.seed,
+                                            len(requests), self.device))
+        if any(f is not None for f in forced):
+            targets = [None if f is None else self.tokenizer(f, add_special_tokens=False)["input_ids"]
+                       for f in forced]
+            processors.append(ForcedAnswers(targets, prompt_len, self.eos_id))
+        watch = _Watch(prompt_len, options.max_new_tokens, progress, should_stop)
+        config = GenerationConfig(max_new_tokens=options.max_new_tokens, do_sample=False,
+                                  eos_token_id=self.eos_id, pad_token_id=self.pad_id)
+        out = self.model.generate(**inputs, generation_config=config, logits_processor=processors,
+                                  stopping_criteria=StoppingCriteriaList([watch]))
+        if watch.stopped:
+            raise GenerationInterrupted("critique generation was interrupted")
+        return self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)

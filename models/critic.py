@@ -1,0 +1,128 @@
+"""The critic: templates in, backend call, parsed critiques out.
+
+Everything a node or the CLI needs goes through :class:`Critic`; the backend
+only turns chat requests into text.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+from PIL import Image
+
+from .backends.base import Backend, GenerationOptions, ProgressFn, StopFn
+from .critique import Critique, PairwiseCritique
+from .images import prepare
+from .parser import parse_critique, parse_pairwise
+from .prompting import ChatRequest, load_template, render, template_name
+from .rubric import Task
+from .script import AnswerScript
+
+
+class CritiqueInputError(ValueError):
+    """A request the critic cannot judge (empty prompt, mismatched images)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One thing to judge: pointwise (one image, plus a source for Edit) or pairwise (two)."""
+    task: Task
+    mode: str                      # "pointwise" | "pairwise"
+    request: str
+    images: tuple[Image.Image, ...]
+
+
+@dataclass
+class Critic:
+    backend: Backend
+    max_pixels: int | None = None          # None: the checkpoint's processor decides
+    template_dir: str | Path | None = None
+    script: AnswerScript | None = None     # scripted answers (replay/testing seam)
+    name: str = ""
+    _templates: dict = field(default_factory=dict, repr=False)
+
+    def with_script(self, script: AnswerScript | None) -> "Critic":
+        """A critic sharing this backend whose answers follow ``script`` where it matches."""
+        return replace(self, script=script, _templates={})
+
+    # -- building blocks ----------------------------------------------------------------------------
+    def template(self, task: Task, mode: str) -> str:
+        key = template_name(task, mode)
+        if key not in self._templates:
+            self._templates[key] = load_template(key, self.template_dir)
+        return self._templates[key]
+
+    def build(self, item: Item) -> ChatRequest:
+        if not item.request or not item.request.strip():
+            what = "instruction" if item.task is Task.EDIT else "prompt"
+            raise CritiqueInputError(f"the {what} is empty: the critic judges an image against its {what}, "
+                                     f"so type the {what} that produced the image")
+        names = _image_names(item)
+        images = [prepare(img, self.max_pixels, what) for img, what in zip(item.images, names)]
+        return render(self.template(item.task, item.mode), item.request.strip(), images)
+
+    def run(self, items: Sequence[Item], options: GenerationOptions | None = None, *,
+            progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> list[str]:
+        """Raw answers for ``items`` (validated and rendered first, so bad input fails before the model runs)."""
+        options = options or GenerationOptions()
+        requests = [self.build(it) for it in items]
+        forced = [self.script.answer_for(it.task, it.mode, it.request) if self.script else None
+                  for it in items]
+        return self.backend.generate(requests, options, forced=forced, progress=progress,
+                                     should_stop=should_stop)
+
+    # -- what users call ------------------------------------------------------------------------------
+    def critique(self, images: Sequence[Image.Image], prompts: str | Sequence[str],
+                 options: GenerationOptions | None = None, *, sources: Sequence[Image.Image] | None = None,
+                 progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> list[Critique]:
+        """Pointwise critiques, one per image. With ``sources`` the task is Edit (one source per image)."""
+        prompts = _per_item(prompts, len(images), "prompts")
+        task = Task.EDIT if sources is not None else Task.T2I
+        if sources is not None and len(sources) != len(images):
+            raise CritiqueInputError(f"{len(sources)} source images for {len(images)} edited images")
+        items = [Item(task, "pointwise", p, (img,) if sources is None else (sources[i], img))
+                 for i, (img, p) in enumerate(zip(images, prompts))]
+        answers = self.run(items, options, progress=progress, should_stop=should_stop)
+        return [parse_critique(a, task) for a in answers]
+
+    def compare(self, image_a: Image.Image, image_b: Image.Image, prompt: str,
+                options: GenerationOptions | None = None, *, source: Image.Image | None = None,
+                progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> PairwiseCritique:
+        task = Task.EDIT if source is not None else Task.T2I
+        images = (image_a, image_b) if source is None else (source, image_a, image_b)
+        answer = self.run([Item(task, "pairwise", prompt, images)], options, progress=progress,
+                          should_stop=should_stop)[0]
+        return parse_pairwise(answer, task)
+
+
+def _image_names(item: Item) -> list[str]:
+    if item.mode == "pairwise":
+        return (["source image"] if item.task is Task.EDIT else []) + ["image A", "image B"]
+    return ["source image", "edited image"] if item.task is Task.EDIT else ["image"]
+
+
+def _per_item(values: str | Sequence[str], n: int, what: str) -> list[str]:
+    if isinstance(values, str):
+        return [values] * n
+    values = list(values)
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise CritiqueInputError(f"{len(values)} {what} for {n} images; give one, or one per image")
+    return values
+
+
+@dataclass(frozen=True)
+class Ranked:
+    index: int            # position in the input batch
+    overall: float        # NaN when unreadable
+    critique: Critique
+
+
+def rank(critiques: Sequence[Critique], weights: str | dict[str, float] | None = "equal") -> list[Ranked]:
+    """Best first by overall score; unreadable (NaN) last; ties keep the input order."""
+    scored = [Ranked(i, c.overall(weights), c) for i, c in enumerate(critiques)]
+    return sorted(scored, key=lambda r: (math.isnan(r.overall), -r.overall if not math.isnan(r.overall) else 0.0,
+                                         r.index))

@@ -1,0 +1,39 @@
+"""Image checks and preparation shared by every backend."""
+from __future__ import annotations
+
+import math
+
+from PIL import Image
+
+MIN_SIDE = 16
+
+
+class ImageError(ValueError):
+    """An input image the critic cannot read; the message says what to change."""
+
+
+def to_rgb(img: Image.Image, what: str = "image") -> Image.Image:
+    """RGB copy of ``img``: transparency is flattened onto white, greyscale is expanded."""
+    if img.width < MIN_SIDE or img.height < MIN_SIDE:
+        raise ImageError(f"{what} is {img.width}x{img.height} pixels; the critic needs at least "
+                         f"{MIN_SIDE}x{MIN_SIDE}. Upscale or crop it to a real image size first.")
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def fit_max_pixels(img: Image.Image, max_pixels: int | None) -> Image.Image:
+    """Downscale (never upscale) so that width*height <= max_pixels, keeping the aspect ratio."""
+    if not max_pixels or img.width * img.height <= max_pixels:
+        return img
+    scale = math.sqrt(max_pixels / (img.width * img.height))
+    size = (max(MIN_SIDE, int(img.width * scale)), max(MIN_SIDE, int(img.height * scale)))
+    return img.resize(size, Image.Resampling.BICUBIC)
+
+
+def prepare(img: Image.Image, max_pixels: int | None = None, what: str = "image") -> Image.Image:
+    return fit_max_pixels(to_rgb(img, what), max_pixels)
