@@ -1,0 +1,149 @@
+"""What every RationalRewards node shares: custom types, tensor<->PIL, progress/interrupt, errors."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+
+from ..models import Critique
+from ..models.backends.base import GenerationInterrupted, GenerationOptions
+from ..models.critic import Critic, CritiqueInputError
+from ..models.images import ImageError
+from ..models.loader import CheckpointNotFound
+from ..models.rubric import WEIGHT_PRESETS
+
+CATEGORY = "RationalRewards"
+MODEL_FOLDER = "rationalrewards"
+
+CriticType = io.Custom("RR_CRITIC")
+CritiqueType = io.Custom("RR_CRITIQUE")
+
+
+def register_model_folder() -> None:
+    """``models/rationalrewards`` is where critic checkpoints live (extra_model_paths.yaml may add more)."""
+    if MODEL_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER),
+                                           is_default=True)
+
+
+def model_dirs() -> list[str]:
+    register_model_folder()
+    return folder_paths.get_folder_paths(MODEL_FOLDER)
+
+
+@dataclass
+class CritiqueSet:
+    """What flows on an RR_CRITIQUE link: the parsed critiques of a batch and what they judged."""
+    critiques: list[Critique]
+    prompts: list[str]
+    weights: str = "equal"
+    images: torch.Tensor | None = None      # the judged images [B,H,W,C], for localisation
+    sources: torch.Tensor | None = None     # edit sources, when the task was Edit
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.critiques)
+
+
+class NodeError(ValueError):
+    """A problem the user can fix; the message starts with the node's name."""
+
+
+def fail(node: str, message: str) -> NodeError:
+    return NodeError(f"{node}: {message}")
+
+
+@contextmanager
+def user_errors(node: str) -> Iterator[None]:
+    """Turn the core's input errors into messages that name the node; let interrupts through."""
+    try:
+        yield
+    except GenerationInterrupted:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        raise
+    except (CritiqueInputError, ImageError, CheckpointNotFound) as e:
+        raise fail(node, str(e)) from None
+
+
+def to_pil_list(images: torch.Tensor, node: str, what: str = "image") -> list[Image.Image]:
+    """A ComfyUI IMAGE batch [B,H,W,C] (C = 1, 3 or 4) as PIL images."""
+    if not isinstance(images, torch.Tensor):
+        raise fail(node, f"{what} is not an IMAGE tensor")
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise fail(node, f"{what} must be an IMAGE batch [B,H,W,C]; got shape {tuple(images.shape)}")
+    channels = images.shape[-1]
+    if channels not in (1, 3, 4):
+        raise fail(node, f"{what} has {channels} channels; expected RGB (3), RGBA (4) or greyscale (1)")
+    arr = (images.detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    return [Image.fromarray(a[..., 0] if channels == 1 else a, mode) for a in arr]
+
+
+def generation_inputs() -> list:
+    return [
+        io.Int.Input("max_new_tokens", default=2048, min=16, max=8192, step=16,
+                     tooltip="Token budget for the critique (the authors used 2048). Lower is faster but may "
+                             "cut the critique before the refined prompt."),
+        io.Float.Input("temperature", default=0.1, min=0.0, max=2.0, step=0.05,
+                       tooltip="Sampling temperature (0 = greedy). 0.1 is the authors' setting."),
+        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
+                     tooltip="Seed for sampling; the same seed reproduces the same critique. Uses a local "
+                             "generator, never ComfyUI's global RNG."),
+    ]
+
+
+def weights_input() -> io.Combo.Input:
+    return io.Combo.Input("weights", options=list(WEIGHT_PRESETS), default="equal",
+                          tooltip="How dimensions combine into the overall score. equal: mean of every "
+                                  "non-N/A score (the published reward). rl_edit: leaves Image Faithfulness out, "
+                                  "as the authors' editing RL trainers did.")
+
+
+def options_from(max_new_tokens: int, temperature: float, seed: int) -> GenerationOptions:
+    return GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+
+
+class TokenProgress:
+    """ComfyUI progress bar over the token budget of every critique in a call."""
+
+    def __init__(self, generations: int, budget: int):
+        self.budget = budget
+        self.bar = comfy.utils.ProgressBar(max(1, generations * budget))
+        self.offset = 0
+        self.last = 0
+
+    def __call__(self, done: int, budget: int) -> None:
+        if done < self.last:          # a new batch started
+            self.offset += self.budget
+        self.last = done
+        self.bar.update_absolute(min(self.offset + done, self.bar.total))
+
+
+def run_kwargs(critic: Critic, items: int, options: GenerationOptions) -> dict:
+    """Progress and interrupt hooks for ``items`` critiques, batched as the backend batches them."""
+    batch = max(1, int(getattr(critic.backend, "batch_size", 1)))
+    generations = -(-items // batch)
+    return {"progress": TokenProgress(generations, options.max_new_tokens),
+            "should_stop": comfy.model_management.processing_interrupted}
+
+
+def check_critic(critic: object, node: str) -> Critic:
+    if not isinstance(critic, Critic):
+        raise fail(node, "the critic input is not an RR_CRITIC; connect it to a 'Load RationalRewards critic' node")
+    return critic
+
+
+def fmt(value: float) -> str:
+    return "n/a" if value != value else f"{value:.3f}"

@@ -1,0 +1,77 @@
+"""Compare two candidates: winner, per-dimension winners and scores, rationale."""
+from __future__ import annotations
+
+import json
+import math
+
+from comfy_api.latest import io
+
+from ..models.critique import Winner
+from .common import (CATEGORY, CriticType, check_critic, fail, fmt, generation_inputs, options_from, run_kwargs,
+                     to_pil_list, user_errors)
+
+NODE = "RR Compare"
+
+
+class Compare(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RR_Compare",
+            display_name="Compare Two Images (RationalRewards)",
+            category=CATEGORY,
+            description="Judges image A against image B in one pairwise critique. The winner follows the "
+                        "authors' rule: sum each image's dimension scores (N/A counts 2.5); higher wins, equal is "
+                        "a tie. Connect 'source' to compare two edits of the same source image.",
+            is_output_node=True,
+            inputs=[
+                CriticType.Input("critic"),
+                io.Image.Input("image_a"),
+                io.Image.Input("image_b"),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="The prompt (or editing instruction) both images answer"),
+                io.Image.Input("source", optional=True,
+                               tooltip="Optional source image: compares two edits of it (Edit rubric)"),
+                *generation_inputs(),
+            ],
+            outputs=[
+                io.String.Output(display_name="winner", tooltip="A, B, tie, or undecided when scores were unreadable"),
+                io.Image.Output(display_name="winner_image",
+                                tooltip="The winning image; image A on a tie or when undecided"),
+                io.Float.Output(display_name="total_a", tooltip="Sum of A's dimension scores (NaN if unreadable)"),
+                io.Float.Output(display_name="total_b", tooltip="Sum of B's dimension scores (NaN if unreadable)"),
+                io.String.Output(display_name="rationale"),
+                io.String.Output(display_name="dimensions_json",
+                                 tooltip="Per-dimension scores, winners and justifications as JSON"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, critic, image_a, image_b, prompt: str, max_new_tokens: int, temperature: float, seed: int,
+                source=None) -> io.NodeOutput:
+        critic = check_critic(critic, NODE)
+        with user_errors(NODE):
+            a = to_pil_list(image_a, NODE, "image_a")
+            b = to_pil_list(image_b, NODE, "image_b")
+            src = to_pil_list(source, NODE, "source") if source is not None else None
+            if len(a) != 1 or len(b) != 1 or (src is not None and len(src) != 1):
+                raise fail(NODE, "compare takes single images (batch of 1 each); use 'Rank Images' for batches")
+            options = options_from(max_new_tokens, temperature, seed)
+            result = critic.compare(a[0], b[0], prompt, options, source=src[0] if src else None,
+                                    **run_kwargs(critic, 1, options))
+        winner = result.winner
+        total_a, total_b = result.totals()
+        lines = [f"WARNING: {w}" for w in result.warnings]
+        lines.append(f"Winner: {winner.value} (A {fmt(total_a)} vs B {fmt(total_b)})")
+        for d in result.dimensions.values():
+            sa = fmt(d.a.value) if d.a else "missing"
+            sb = fmt(d.b.value) if d.b else "missing"
+            lines.append(f"{d.title}: A {sa} / B {sb} -> {d.winner.value}")
+            if d.justification:
+                lines.append(f"  {d.justification}")
+        if result.summary:
+            lines.append(f"Summary: {result.summary}")
+        data = result.to_dict() | {"raw": None, "prompt": prompt}
+        winner_image = image_b[:1] if winner is Winner.B else image_a[:1]
+        return io.NodeOutput(winner.value, winner_image, total_a, total_b, "\n".join(lines),
+                             json.dumps(data, ensure_ascii=False), ui={"rr_compare": [data]})

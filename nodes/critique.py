@@ -1,0 +1,113 @@
+"""Critique image (text-to-image) and Critique edit (source + edited): per-dimension scores."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..models.critique import Critique
+from ..models.rubric import Task, dimensions_for
+from .common import (CATEGORY, CriticType, CritiqueSet, CritiqueType, check_critic, fail, generation_inputs,
+                     options_from, run_kwargs, to_pil_list, user_errors, weights_input)
+
+
+def score_outputs(task: Task) -> list:
+    outs = [io.Float.Output(display_name=d.title, is_output_list=True,
+                            tooltip=f"{d.title} on the 1-4 scale; NaN when N/A or unreadable (one per image)")
+            for d in dimensions_for(task)]
+    return outs + [
+        io.Float.Output(display_name="overall", is_output_list=True,
+                        tooltip="(weighted mean of non-N/A scores - 1) / 3, in [0, 1]; NaN when a score is missing"),
+        io.String.Output(display_name="critique", is_output_list=True,
+                         tooltip="Readable critique: warnings first, then scores and justifications"),
+        io.String.Output(display_name="refined_prompt", is_output_list=True,
+                         tooltip="The critic's refined request; the original prompt when it wrote none"),
+        CritiqueType.Output(display_name="critique_data",
+                            tooltip="Structured critiques for Refine / Localise nodes"),
+    ]
+
+
+def critique_outputs(crits: list[Critique], prompts: list[str], weights: str, task: Task,
+                     data: CritiqueSet) -> io.NodeOutput:
+    columns = [[c.score(d.key) for c in crits] for d in dimensions_for(task)]
+    overall = [c.overall(weights) for c in crits]
+    texts = [c.report(weights) for c in crits]
+    refined = [c.refined_request or p for c, p in zip(crits, prompts)]
+    ui = {"rr_critiques": [c.to_dict(weights) | {"raw": None, "prompt": p} for c, p in zip(crits, prompts)]}
+    return io.NodeOutput(*columns, overall, texts, refined, data, ui=ui)
+
+
+class CritiqueImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RR_CritiqueImage",
+            display_name="Critique Image (RationalRewards)",
+            category=CATEGORY,
+            description="Text-to-image critique: per-dimension justifications and 1-4 scores, a summary and a "
+                        "refined prompt. A batch is critiqued image by image (batched on the GPU).",
+            is_output_node=True,
+            inputs=[
+                CriticType.Input("critic"),
+                io.Image.Input("image", tooltip="One image or a batch; each is critiqued against the prompt"),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="The prompt the image was generated from"),
+                weights_input(),
+                *generation_inputs(),
+            ],
+            outputs=score_outputs(Task.T2I),
+        )
+
+    @classmethod
+    def execute(cls, critic, image, prompt: str, weights: str, max_new_tokens: int, temperature: float,
+                seed: int) -> io.NodeOutput:
+        node = "RR Critique Image"
+        critic = check_critic(critic, node)
+        with user_errors(node):
+            images = to_pil_list(image, node)
+            options = options_from(max_new_tokens, temperature, seed)
+            crits = critic.critique(images, prompt, options, **run_kwargs(critic, len(images), options))
+        prompts = [prompt] * len(crits)
+        data = CritiqueSet(crits, prompts, weights, images=image)
+        return critique_outputs(crits, prompts, weights, Task.T2I, data)
+
+
+class CritiqueEdit(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RR_CritiqueEdit",
+            display_name="Critique Edit (RationalRewards)",
+            category=CATEGORY,
+            description="Image-editing critique of a source/edited pair on four dimensions (adds Image "
+                        "Faithfulness). A source batch of 1 is used for every edited image.",
+            is_output_node=True,
+            inputs=[
+                CriticType.Input("critic"),
+                io.Image.Input("source", tooltip="The image before editing (batch of 1, or one per edited image)"),
+                io.Image.Input("edited", tooltip="The edited image(s)"),
+                io.String.Input("instruction", multiline=True, default="",
+                                tooltip="The editing instruction that produced the edited image"),
+                weights_input(),
+                *generation_inputs(),
+            ],
+            outputs=score_outputs(Task.EDIT),
+        )
+
+    @classmethod
+    def execute(cls, critic, source, edited, instruction: str, weights: str, max_new_tokens: int,
+                temperature: float, seed: int) -> io.NodeOutput:
+        node = "RR Critique Edit"
+        critic = check_critic(critic, node)
+        with user_errors(node):
+            sources = to_pil_list(source, node, "source")
+            edits = to_pil_list(edited, node, "edited")
+            if len(sources) == 1:
+                sources = sources * len(edits)
+            elif len(sources) != len(edits):
+                raise fail(node, f"source has {len(sources)} images but edited has {len(edits)}; give one source "
+                                 "for all edits, or exactly one source per edited image")
+            options = options_from(max_new_tokens, temperature, seed)
+            crits = critic.critique(edits, instruction, options, sources=sources,
+                                    **run_kwargs(critic, len(edits), options))
+        prompts = [instruction] * len(crits)
+        data = CritiqueSet(crits, prompts, weights, images=edited, sources=source)
+        return critique_outputs(crits, prompts, weights, Task.EDIT, data)

@@ -1,0 +1,96 @@
+"""Load critic: a checkpoint folder or Hugging Face id → RR_CRITIC."""
+from __future__ import annotations
+
+import comfy.utils
+from comfy_api.latest import io
+
+from ..models.backends.transformers_backend import available_attention
+from ..models.loader import KNOWN_CRITICS, list_local, load_critic
+from ..models.script import AnswerScript
+from .common import CATEGORY, CriticType, check_critic, fail, model_dirs, user_errors
+
+NODE = "RR Load Critic"
+
+
+def checkpoint_options() -> list[str]:
+    local = list_local(model_dirs())
+    known = [k for k in KNOWN_CRITICS if k.split("/")[-1] not in local]
+    return local + known
+
+
+class LoadCritic(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RR_LoadCritic",
+            display_name="Load RationalRewards Critic",
+            category=CATEGORY,
+            description="Loads a RationalRewards (or any Qwen3-VL / Qwen2.5-VL instruct) checkpoint as a critic. "
+                        "Folders come from models/rationalrewards/; nothing is downloaded unless allowed.",
+            inputs=[
+                io.Combo.Input("checkpoint", options=checkpoint_options(),
+                               tooltip="A folder in models/rationalrewards/, or a Hugging Face id that is "
+                                       "fetched into that folder when 'allow_download' is on."),
+                io.String.Input("custom_id", default="", optional=True,
+                                tooltip="Optional: another Hugging Face id or an absolute folder path; "
+                                        "overrides 'checkpoint' when not empty."),
+                io.Boolean.Input("allow_download", default=False,
+                                 tooltip="Fetch a missing checkpoint from Hugging Face (safetensors and configs "
+                                         "only). Off: work offline and report what is missing."),
+                io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
+                               tooltip="auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."),
+                io.Combo.Input("device", options=["auto", "cuda", "cpu"], default="auto"),
+                io.Combo.Input("attention", options=available_attention(), default="sdpa",
+                               tooltip="flash_attention_2 is listed only when the flash-attn package is installed."),
+                io.Int.Input("max_pixels", default=0, min=0, max=16_777_216, step=1024,
+                             tooltip="Downscale images above this pixel count before the critic sees them. "
+                                     "0 keeps the checkpoint processor's own limit."),
+                io.Int.Input("batch_size", default=4, min=1, max=64,
+                             tooltip="How many images one generation call critiques at once."),
+            ],
+            outputs=[CriticType.Output(display_name="critic")],
+        )
+
+    @classmethod
+    def execute(cls, checkpoint: str, allow_download: bool, dtype: str, device: str, attention: str,
+                max_pixels: int, batch_size: int, custom_id: str = "") -> io.NodeOutput:
+        name = (custom_id or "").strip() or checkpoint
+        bar = comfy.utils.ProgressBar(100)
+        with user_errors(NODE):
+            critic = load_critic(name, model_dirs(), allow_download=allow_download, dtype=dtype, device=device,
+                                 attention=attention, max_pixels=max_pixels or None, batch_size=batch_size,
+                                 progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
+        return io.NodeOutput(critic)
+
+
+class ReplayAnswers(io.ComfyNode):
+    """Scripted answers: replay a saved critique text through the critic's real decoding path."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RR_ReplayAnswers",
+            display_name="Replay Critique Answers (RationalRewards)",
+            category=CATEGORY + "/debug",
+            description="Makes the critic write the given answer text for matching prompts (forced through its "
+                        "own decoding and parsed like any answer). Use it to reproduce a saved critique or to "
+                        "test a workflow without waiting for the model.",
+            inputs=[
+                CriticType.Input("critic"),
+                io.String.Input("script", multiline=True, default="[]",
+                                tooltip='JSON list of {"answer": "...", "when_request_contains": "...", '
+                                        '"task": "t2i"|"edit", "mode": "pointwise"|"pairwise"}. The most specific '
+                                        "matching rule wins; prompts that match none are critiqued freely."),
+            ],
+            outputs=[CriticType.Output(display_name="critic")],
+        )
+
+    @classmethod
+    def execute(cls, critic, script: str) -> io.NodeOutput:
+        node = "RR Replay Answers"
+        critic = check_critic(critic, node)
+        try:
+            parsed = AnswerScript.from_json(script)
+        except ValueError as e:
+            raise fail(node, str(e)) from None
+        return io.NodeOutput(critic.with_script(parsed))
