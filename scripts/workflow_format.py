@@ -1,0 +1,148 @@
+"""Convert ComfyUI workflows between the API format (what /prompt takes) and the UI
+format (what users drag onto the canvas), using a server's /object_info for widget order.
+
+`workflows/` ships UI files; their API twins under `tests/workflows/` are what the tests
+queue. `ui_to_api(ui) == api` is checked by the tests so the two cannot drift.
+Usage (regenerate a UI file from its twin against a running server):
+    python -m scripts.workflow_format http://127.0.0.1:8188 tests/workflows/X.json workflows/X.json
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+def _inputs(info: dict) -> list[tuple[str, str, dict]]:
+    """(name, type, options) of a node's inputs in definition order: required, then optional."""
+    out = []
+    for section in ("required", "optional"):
+        order = info.get("input_order", {}).get(section) or list(info["input"].get(section, {}))
+        for name in order:
+            spec = info["input"][section][name]
+            kind = "COMBO" if isinstance(spec[0], list) else spec[0]
+            out.append((name, kind, spec[1] if len(spec) > 1 else {}))
+    return out
+
+
+def _widget_slots(info: dict) -> list[tuple[str, bool]]:
+    """(widget name, followed by a control_after_generate value) in widgets_values order."""
+    return [(name, bool(opts.get("control_after_generate"))) for name, kind, opts in _inputs(info)
+            if kind in WIDGET_TYPES]
+
+
+def _is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+def _depths(api: dict) -> dict[str, int]:
+    depth: dict[str, int] = {}
+
+    def visit(nid: str, stack=()) -> int:
+        if nid in depth:
+            return depth[nid]
+        parents = [v[0] for v in api[nid]["inputs"].values() if _is_link(v) and v[0] not in stack]
+        depth[nid] = 1 + max((visit(p, stack + (nid,)) for p in parents), default=-1)
+        return depth[nid]
+
+    for nid in api:
+        visit(nid)
+    return depth
+
+
+def api_to_ui(api: dict, object_info: dict) -> dict:
+    """A UI-format graph with the same nodes, links and widget values, laid out in columns."""
+    depth = _depths(api)
+    rows: dict[int, int] = defaultdict(int)
+    nodes, links = [], []
+    out_links: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for nid in sorted(api, key=int):
+        for name, value in api[nid]["inputs"].items():
+            if _is_link(value):
+                links.append([len(links) + 1, int(value[0]), value[1], int(nid), None, None, name])
+                out_links[(value[0], value[1])].append(len(links))
+    for order, nid in enumerate(sorted(api, key=lambda n: (depth[n], int(n)))):
+        node = api[nid]
+        info = object_info[node["class_type"]]
+        col = depth[nid]
+        pos = [50 + 400 * col, 50 + 260 * rows[col]]
+        rows[col] += 1
+        inputs, widgets = [], []
+        for name, kind, opts in _inputs(info):
+            value = node["inputs"].get(name)
+            if kind in WIDGET_TYPES:
+                widgets.append(value if not _is_link(value) else opts.get("default"))
+                if opts.get("control_after_generate"):
+                    widgets.append("fixed")
+            if _is_link(value) or (kind not in WIDGET_TYPES and name in node["inputs"]):
+                link_id = next(l[0] for l in links if l[3] == int(nid) and l[6] == name)
+                entry = {"name": name, "type": kind, "link": link_id}
+                if kind in WIDGET_TYPES:
+                    entry["widget"] = {"name": name}
+                inputs.append(entry)
+            elif kind not in WIDGET_TYPES:
+                inputs.append({"name": name, "type": kind, "link": None})
+        for slot, entry in enumerate(inputs):
+            if entry["link"] is not None:
+                link = links[entry["link"] - 1]
+                link[4], link[5] = slot, entry["type"]
+        outputs = [{"name": oname, "type": otype, "slot_index": i, "links": out_links.get((nid, i), []) or None}
+                   for i, (oname, otype) in enumerate(zip(info["output_name"], info["output"]))]
+        title = node.get("_meta", {}).get("title")
+        ui_node = {"id": int(nid), "type": node["class_type"], "pos": pos, "size": [340, 220], "flags": {},
+                   "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
+                   "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets}
+        if title:
+            ui_node["title"] = title
+        nodes.append(ui_node)
+    return {"last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes,
+            "links": [l[:6] for l in links], "groups": [], "config": {}, "extra": {}, "version": 0.4}
+
+
+def ui_to_api(ui: dict, object_info: dict) -> dict:
+    """The API-format graph a UI file describes (what the frontend would queue)."""
+    link_src = {l[0]: (str(l[1]), l[2]) for l in ui["links"]}
+    api = {}
+    for node in ui["nodes"]:
+        if node.get("mode", 0) != 0:
+            continue
+        info = object_info[node["type"]]
+        values = list(node.get("widgets_values") or [])
+        linked = {i["name"]: link_src[i["link"]] for i in node.get("inputs", []) if i.get("link") is not None}
+        inputs = {}
+        for name, control in _widget_slots(info):
+            if not values:
+                raise ValueError(f"node {node['id']} ({node['type']}): too few widgets_values")
+            value = values.pop(0)
+            if control:
+                values.pop(0)
+            if name not in linked and value is not None:
+                inputs[name] = value
+        if values:
+            raise ValueError(f"node {node['id']} ({node['type']}): {len(values)} widgets_values left over")
+        for name, (src, slot) in linked.items():
+            inputs[name] = [src, slot]
+        entry = {"class_type": node["type"], "inputs": inputs}
+        if node.get("title"):
+            entry["_meta"] = {"title": node["title"]}
+        api[str(node["id"])] = entry
+    return api
+
+
+def main(argv: list[str]) -> None:
+    import urllib.request
+    url, api_path, ui_path = argv
+    info = json.load(urllib.request.urlopen(url.rstrip("/") + "/object_info"))
+    api = json.load(open(api_path))
+    ui = api_to_ui(api, info)
+    assert ui_to_api(ui, info) == api, "round trip changed the graph"
+    with open(ui_path, "w") as f:
+        json.dump(ui, f, indent=1)
+        f.write("\n")
+    print(f"wrote {ui_path}: {len(ui['nodes'])} nodes, {len(ui['links'])} links")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
