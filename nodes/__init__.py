@@ -2,6 +2,9 @@
 from .compare import Compare
 from .critique import CritiqueEdit, CritiqueImage
 from .load_critic import LoadCritic, ReplayAnswers
+from .loop import RefineLoopEnd, RefineLoopStart
 from .rank import Rank
+from .refine import RefinePrompt
 
-NODES = [LoadCritic, ReplayAnswers, CritiqueImage, CritiqueEdit, Compare, Rank]
+NODES = [LoadCritic, ReplayAnswers, CritiqueImage, CritiqueEdit, Compare, Rank, RefinePrompt, RefineLoopStart,
+         RefineLoopEnd]

@@ -44,9 +44,10 @@ for arg in "$@"; do
     esac
 done
 
-say()  { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
-skip() { printf '\033[1m[setup]\033[0m %s \033[2m(already done)\033[0m\n' "$*"; }
-die()  { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+if [[ -t 1 ]]; then B=$'\033[1m' D=$'\033[2m' R=$'\033[1;31m' N=$'\033[0m'; else B= D= R= N=; fi
+say()  { printf '%s[setup]%s %s\n' "$B" "$N" "$*"; }
+skip() { printf '%s[setup]%s %s %s(already done)%s\n' "$B" "$N" "$*" "$D" "$N"; }
+die()  { printf '%s[setup] error:%s %s\n' "$R" "$N" "$*" >&2; exit 1; }
 pip_install() { say "pip install $*"; "$VPY" -m pip install --disable-pip-version-check --progress-bar off -q "$@"; }
 
 # ---- 1. virtual environment -------------------------------------------------------------------

@@ -1,0 +1,206 @@
+"""Generate-Critique-Refine loop around any generator, by ComfyUI node expansion.
+
+Wire: Loop Start (prompt, seed) → your text encoder / sampler / decoder → Critique →
+Loop End. When Loop End decides to go on, it clones every node between Start and End
+(GraphBuilder) with the refined prompt fed into the Start clone; nodes outside the body
+(model loaders, negative prompt, source image) are shared and run once.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+import comfy.model_management
+import comfy.utils
+from comfy_api.latest import io
+from comfy_execution.graph_utils import GraphBuilder, is_link
+
+from ..models.critic import rank
+from ..models.loop import DEFAULT_STOP_DIMENSIONS, SEED_POLICIES, History, StopRule, next_seed
+from ..models.refine import refine
+from ..models.rubric import BY_KEY
+from .common import CATEGORY, CritiqueSet, CritiqueType, fail, weights_input
+from .refine import keep_input, mode_input
+
+LoopType = io.Custom("RR_LOOP")
+LoopStateType = io.Custom("RR_LOOP_STATE")
+START, END = "RR Refine Loop Start", "RR Refine Loop End"
+
+
+class RefineLoopStart(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RR_RefineLoopStart",
+            display_name="Refine Loop Start (RationalRewards)",
+            category=CATEGORY + "/loop",
+            description="Opens a Generate-Critique-Refine loop. Feed 'prompt' into your positive text encoder "
+                        "(or edit instruction) and 'seed' into your sampler; close the loop with Refine Loop End.",
+            inputs=[
+                io.String.Input("prompt", multiline=True, default="", tooltip="The prompt of round 0"),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of round 0; Loop End's seed policy decides later rounds"),
+                LoopStateType.Input("state", optional=True, tooltip="Set by Refine Loop End; leave unconnected"),
+            ],
+            outputs=[
+                LoopType.Output(display_name="loop", tooltip="Connect to Refine Loop End"),
+                io.String.Output(display_name="prompt", tooltip="This round's prompt"),
+                io.Int.Output(display_name="seed", tooltip="This round's seed"),
+                io.Int.Output(display_name="round", tooltip="0 for the first round"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, prompt: str, seed: int, state: dict | None = None) -> io.NodeOutput:
+        if state is None:
+            if not prompt.strip():
+                raise fail(START, "the prompt is empty; type the prompt of the first round")
+            state = {"original": prompt, "prompt": prompt, "seed": seed, "round": 0,
+                     "history": History().to_json(), "images": [], "all": [], "critiques": []}
+        return io.NodeOutput(state, state["prompt"], state["seed"], state["round"])
+
+
+def _stop_dimensions(text: str) -> tuple[str, ...]:
+    keys = tuple(k.strip().lower().replace(" ", "_") for k in text.split(",") if k.strip())
+    unknown = [k for k in keys if k not in BY_KEY]
+    if unknown or not keys:
+        raise fail(END, f"stop_dimensions must be comma-separated keys from {', '.join(BY_KEY)}; "
+                        f"got {text!r}")
+    return keys
+
+
+def _body(dynprompt, open_id: str, close_id: str) -> list[str]:
+    """Node ids downstream of the loop start and upstream of the loop end (both included)."""
+    upstream: dict[str, list[str]] = {}
+
+    def explore(node_id: str) -> None:
+        for value in dynprompt.get_node(node_id).get("inputs", {}).values():
+            if is_link(value):
+                parent = value[0]
+                if parent not in upstream:
+                    upstream[parent] = []
+                    explore(parent)
+                upstream[parent].append(node_id)
+
+    explore(close_id)
+    contained = {open_id: True}
+    stack = [open_id]
+    while stack:
+        for child in upstream.get(stack.pop(), []):
+            if child not in contained:
+                contained[child] = True
+                stack.append(child)
+    contained[close_id] = True
+    return list(contained)
+
+
+def _expand(dynprompt, unique_id: str, open_id: str, state: dict) -> tuple[GraphBuilder, object]:
+    graph = GraphBuilder()
+    body = _body(dynprompt, open_id, unique_id)
+    local = {nid: ("Recurse" if nid == unique_id else dynprompt.get_display_node_id(nid)) for nid in body}
+    for nid in body:
+        node = graph.node(dynprompt.get_node(nid)["class_type"], local[nid])
+        node.set_override_display_id(dynprompt.get_display_node_id(nid))
+    for nid in body:
+        clone = graph.lookup_node(local[nid])
+        for key, value in dynprompt.get_node(nid)["inputs"].items():
+            if is_link(value) and value[0] in local:
+                clone.set_input(key, graph.lookup_node(local[value[0]]).out(value[1]))
+            else:
+                clone.set_input(key, value)
+    graph.lookup_node(local[open_id]).set_input("state", state)
+    return graph, graph.lookup_node("Recurse")
+
+
+def _stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """One batch of every round's images (resized to the first round's size when they differ)."""
+    h, w = images[0].shape[1:3]
+    same = [im if im.shape[1:3] == (h, w) else
+            comfy.utils.common_upscale(im.movedim(-1, 1), w, h, "bilinear", "center").movedim(1, -1)
+            for im in images]
+    return torch.cat(same, dim=0)
+
+
+class RefineLoopEnd(io.ComfyNode):
+    OUTPUTS = 7
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="RR_RefineLoopEnd",
+            display_name="Refine Loop End (RationalRewards)",
+            category=CATEGORY + "/loop",
+            description="Closes a Generate-Critique-Refine loop: records the round, stops when the critique meets "
+                        "the rule (published: Text Faithfulness and Physical Quality >= 3), when the score stops "
+                        "improving or after max rounds; otherwise reruns the body with the refined prompt. "
+                        "Returns the best round (not the last).",
+            enable_expand=True,
+            is_output_node=True,
+            inputs=[
+                LoopType.Input("loop", tooltip="From Refine Loop Start"),
+                io.Image.Input("image", tooltip="This round's generated (or edited) image"),
+                CritiqueType.Input("critique_data", tooltip="This round's critique of that image"),
+                io.Int.Input("max_rounds", default=3, min=1, max=20,
+                             tooltip="Rounds including the first (the published loop is 2: one refinement)"),
+                io.String.Input("stop_dimensions", default=", ".join(DEFAULT_STOP_DIMENSIONS),
+                                tooltip="Comma-separated dimension keys that must all reach the threshold: "
+                                        + ", ".join(BY_KEY)),
+                io.Float.Input("threshold", default=3.0, min=1.0, max=4.0, step=0.25),
+                io.Boolean.Input("stop_when_no_improvement", default=True,
+                                 tooltip="Stop when a round scores no better than the best before it"),
+                io.Combo.Input("seed_policy", options=list(SEED_POLICIES), default="same",
+                               tooltip="same: rerun with the same seed (as published); increment: seed + 1"),
+                mode_input(),
+                keep_input(),
+                weights_input(),
+            ],
+            outputs=[
+                io.Image.Output(display_name="best_image"),
+                io.String.Output(display_name="best_prompt"),
+                io.Image.Output(display_name="all_rounds", tooltip="Every round's images, in order"),
+                io.String.Output(display_name="history_json",
+                                 tooltip="Rounds with prompt, seed, scores, chosen best and stop reason"),
+                io.String.Output(display_name="history", tooltip="The same history, readable"),
+                io.Int.Output(display_name="best_round", tooltip="-1 when no round could be scored"),
+                CritiqueType.Output(display_name="best_critique"),
+            ],
+            hidden=[io.Hidden.dynprompt, io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, loop, image, critique_data, max_rounds: int, stop_dimensions: str, threshold: float,
+                stop_when_no_improvement: bool, seed_policy: str, mode: str, keep: str,
+                weights: str) -> io.NodeOutput:
+        if not isinstance(loop, dict) or "history" not in loop:
+            raise fail(END, "'loop' must come from a Refine Loop Start node")
+        if not isinstance(critique_data, CritiqueSet) or not critique_data.critiques:
+            raise fail(END, "critique_data is empty; connect the critique_data output of a Critique node "
+                            "that judges this loop's image")
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        rule = StopRule(_stop_dimensions(stop_dimensions), threshold, max_rounds, stop_when_no_improvement)
+        history = History.from_json(loop["history"])
+        pick = rank(critique_data.critiques, weights)[0].index     # best image of this round's batch
+        critique = critique_data.critiques[pick]
+        rnd = history.add(critique, loop["prompt"], loop["seed"], rule, weights)
+        refinement = refine(critique, loop["original"], mode, keep)
+        rnd.refined_prompt, rnd.note = refinement.prompt, refinement.note
+        seed = next_seed(loop["seed"], seed_policy)
+        batch = image if image.ndim == 4 else image.unsqueeze(0)
+        images = loop["images"] + [batch[pick:pick + 1]]
+        everything = loop.get("all", []) + [batch]
+        critiques = loop["critiques"] + [critique]
+        reason = history.decide_stop(rule, refinement.prompt if refinement.used_refined else None, seed)
+        history.stop_reason = reason
+        ui = {"rr_loop": [json.loads(history.to_json())]}
+        if not reason:
+            state = {"original": loop["original"], "prompt": refinement.prompt, "seed": seed,
+                     "round": rnd.index + 1, "history": history.to_json(), "images": images,
+                     "all": everything, "critiques": critiques}
+            cls_hidden = cls.hidden
+            open_id = cls_hidden.dynprompt.get_node(cls_hidden.unique_id)["inputs"]["loop"][0]
+            graph, clone = _expand(cls_hidden.dynprompt, cls_hidden.unique_id, open_id, state)
+            return io.NodeOutput(*(clone.out(i) for i in range(cls.OUTPUTS)), expand=graph.finalize(), ui=ui)
+        best = history.best if history.best is not None else 0
+        best_crit = CritiqueSet([critiques[best]], [history.rounds[best].prompt], weights, images=images[best])
+        return io.NodeOutput(images[best], history.rounds[best].prompt, _stack(everything), history.to_json(),
+                             history.table(), -1 if history.best is None else best, best_crit, ui=ui)

@@ -1,0 +1,72 @@
+"""Shared fixtures.
+
+Session fixtures for the integration layer (a real ComfyUI server, see tests/comfy_server.py):
+
+* ``comfy_base_dir`` -> Path: the server's ``--base-directory`` (models/, input/, output/, user/,
+  custom_nodes/ComfyUI-RationalRewards -> this repo) under pytest's tmp dir.
+* ``models_dir``     -> ModelsDir: the tiny models, built (or taken from test-artifacts/model-cache)
+  into the base directory: ``.checkpoint`` ("tiny_sd15.ckpt"), ``.critic`` ("tiny-qwen3vl", a folder
+  in ``models/rationalrewards/``), ``.checkpoint_path``, ``.critic_path``, ``.root``, ``.input_dir`` ...
+* ``comfy_server``   -> ComfyClient: a started ``main.py --cpu`` on a free port with the models in
+  place; ``.server`` is the process handle, ``.models`` the ModelsDir. Stopped (SIGTERM) at the end.
+
+Tests that use ``comfy_server`` are marked ``integration`` automatically; deselect them with
+``-m "not integration"``. When one fails, the tail of the server log is added to its report.
+"""
+from __future__ import annotations
+
+import pytest
+
+from tests.comfy_server import (ARTIFACTS_DIR, ComfyClient, ComfyServer, ModelBuild, ModelsDir, comfy_dir,
+                                prepare_base_dir, session_log_path)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "comfy_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and "comfy_server" in getattr(item, "fixturenames", ()):
+        client = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
+        if isinstance(client, ComfyClient) and client.server is not None:
+            rep.sections.append(("ComfyUI server log (tail, full log: %s)" % client.server.log_path,
+                                 client.server.log_tail(60)))
+
+
+@pytest.fixture(scope="session")
+def comfy_base_dir(tmp_path_factory):
+    if not (comfy_dir() / "main.py").is_file():
+        pytest.fail(f"no ComfyUI tree at {comfy_dir()}: run scripts/setup_env.sh (or set RR_COMFYUI_DIR)",
+                    pytrace=False)
+    return prepare_base_dir(tmp_path_factory.mktemp("comfy-base"))
+
+
+@pytest.fixture(scope="session")
+def _model_build(comfy_base_dir):
+    """Starts building the tiny models in subprocesses; ``models_dir`` waits for them."""
+    build = ModelBuild(comfy_base_dir / "models", log_dir=ARTIFACTS_DIR).start()
+    yield build
+    build.abort()
+
+
+@pytest.fixture(scope="session")
+def models_dir(_model_build, comfy_base_dir) -> ModelsDir:
+    _model_build.wait()
+    return _model_build.models_dir(comfy_base_dir)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_base_dir, _model_build, request):
+    """A running ComfyUI with this pack and the tiny models; yields a ComfyClient."""
+    server = ComfyServer(comfy_base_dir, session_log_path(ARTIFACTS_DIR))
+    try:
+        server.start(timeout=120)  # the model build runs meanwhile
+        models = request.getfixturevalue("models_dir")
+        yield ComfyClient(server.url, server=server, models=models)
+    finally:
+        server.stop()
