@@ -145,7 +145,8 @@ class RefineLoopEnd(io.ComfyNode):
                 io.String.Input("stop_dimensions", default=", ".join(DEFAULT_STOP_DIMENSIONS),
                                 tooltip="Comma-separated dimension keys that must all reach the threshold: "
                                         + ", ".join(BY_KEY)),
-                io.Float.Input("threshold", default=3.0, min=1.0, max=4.0, step=0.25),
+                io.Float.Input("threshold", default=3.0, min=1.0, max=4.0, step=0.25,
+                               tooltip="Score (1-4) every stop dimension must reach; 3.0 as published"),
                 io.Boolean.Input("stop_when_no_improvement", default=True,
                                  tooltip="Stop when a round scores no better than the best before it"),
                 io.Combo.Input("seed_policy", options=list(SEED_POLICIES), default="same",

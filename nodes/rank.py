@@ -28,7 +28,8 @@ class Rank(io.ComfyNode):
             inputs=[
                 CriticType.Input("critic"),
                 io.Image.Input("images", tooltip="A batch of candidates for the same prompt"),
-                io.String.Input("prompt", multiline=True, default=""),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="The prompt every candidate was generated from"),
                 weights_input(),
                 *generation_inputs(),
             ],
