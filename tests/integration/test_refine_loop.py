@@ -1,0 +1,153 @@
+"""Issue #3 end to end: the critique-refine loop around ComfyUI's own SD1.5 sampler nodes."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import websocket
+from PIL import Image, ImageChops
+
+from tests.comfy_server import Graph, images, interrupted, outputs
+from tests.twins import for_tests, insert_replay, load_twin, pointwise_answer
+
+pytestmark = pytest.mark.integration
+
+ROUND0 = "a red fox sitting in fresh snow"        # every twin prompt of the T2I loop contains this
+REFINED = "a red fox sitting in deep fresh snow at sunrise, sharp focus, golden light"
+
+
+def t2i_loop(comfy_server, models_dir, script, **end_inputs) -> dict:
+    api = for_tests(load_twin("t2i_refine_loop"), models_dir, comfy_server.fresh_seed(), max_new_tokens=600)
+    api["10"]["inputs"].update(end_inputs)
+    return insert_replay(api, script) if script is not None else api
+
+
+
+def loop_history(entry: dict) -> dict:
+    """The final history the last Loop End clone reported (each round's clone reports its own)."""
+    reports = [v["rr_loop"][0] for v in outputs(entry).values() if "rr_loop" in v]
+    return max(reports, key=lambda h: len(h["rounds"]))
+
+
+def round_images(comfy_server, entry) -> list[Image.Image]:
+    return [comfy_server.fetch_image(ref) for ref in images(entry, "12")]
+
+
+def test_refined_prompt_reaches_the_encoder_and_the_loop_stops_on_the_rule(comfy_server, models_dir):
+    script = [{"answer": pointwise_answer(2, 2.5, "[2]", refined=REFINED), "when_request_contains": ROUND0},
+              {"answer": pointwise_answer(3.5, 3, "N/A", refined="unused"), "when_request_contains": "golden light"}]
+    entry = comfy_server.run(t2i_loop(comfy_server, models_dir, script), timeout=300)
+    hist = loop_history(entry)
+    prompts = [r["prompt"] for r in hist["rounds"]]
+    assert len(prompts) == 2 and ROUND0 in prompts[0]
+    # merge mode: the refined request, with the user's weighted phrase and nothing else lost
+    assert prompts[1].startswith(REFINED) and "(detailed fur:1.2)" in prompts[1]
+    assert [r["good"] for r in hist["rounds"]] == [False, True]
+    assert hist["best"] == 1 and "meets the stop rule" in hist["stop_reason"]
+    assert hist["rounds"][0]["seed"] == hist["rounds"][1]["seed"]          # same seed, as published
+    # both rounds really generated: same seed, different prompt -> different pixels
+    first, second = round_images(comfy_server, entry)
+    assert ImageChops.difference(first.convert("RGB"), second.convert("RGB")).getbbox() is not None
+    out = outputs(entry)
+    assert "stopped: round 1 meets the stop rule" in out["13"]["text"][0]
+    assert len(images(entry, "11")) == 1
+
+
+def test_round_zero_already_good_stops_after_one_critique(comfy_server, models_dir):
+    script = [{"answer": pointwise_answer(4, 3.5, "3", refined=REFINED), "when_request_contains": ROUND0}]
+    entry = comfy_server.run(t2i_loop(comfy_server, models_dir, script), timeout=300)
+    hist = loop_history(entry)
+    assert len(hist["rounds"]) == 1 and hist["best"] == 0 and "round 0 meets" in hist["stop_reason"]
+    assert len(round_images(comfy_server, entry)) == 1
+
+
+def test_best_round_is_returned_not_the_last_when_scores_drop(comfy_server, models_dir):
+    script = [{"answer": pointwise_answer(2.5, 2.5, refined=REFINED), "when_request_contains": ROUND0},
+              {"answer": pointwise_answer(2, 2, refined=REFINED + ", more"), "when_request_contains": "golden light"}]
+    entry = comfy_server.run(t2i_loop(comfy_server, models_dir, script, max_rounds=4), timeout=300)
+    hist = loop_history(entry)
+    assert len(hist["rounds"]) == 2 and hist["best"] == 0 and "did not improve" in hist["stop_reason"]
+    best_text = [v["text"][0] for k, v in outputs(entry).items() if k.endswith("13") or k == "13"][0]
+    assert "* round 0" in best_text
+
+
+def test_unparsed_critiques_are_never_best(comfy_server, models_dir):
+    entry = comfy_server.run(t2i_loop(comfy_server, models_dir, None, max_rounds=2), timeout=300)
+    hist = loop_history(entry)
+    assert all(r["overall"] is None and not r["good"] for r in hist["rounds"])
+    assert hist["best"] is None
+    assert "no round could be scored" in outputs(entry)["13"]["text"][0]
+
+
+def test_edit_loop_keeps_the_source_and_refines_the_instruction(comfy_server, models_dir):
+    seed = comfy_server.fresh_seed()
+    source = comfy_server.upload_image(Image.new("RGB", (64, 64), (seed % 255, 90, 200)))
+    api = for_tests(load_twin("edit_refine_loop"), models_dir, seed, image=source, max_new_tokens=600)
+    instruction = api["3"]["inputs"]["prompt"]
+    refined = "make the sky a vivid sunset orange with pink clouds, keep the buildings unchanged"
+    script = [{"answer": pointwise_answer(2, 3, if_=3.5, refined=refined), "when_request_contains": instruction,
+               "task": "edit"},
+              {"answer": pointwise_answer(3.5, 3.5, if_=3, refined="unused"), "when_request_contains": "pink clouds",
+               "task": "edit"}]
+    entry = comfy_server.run(insert_replay(api, script), timeout=300)
+    hist = loop_history(entry)
+    assert [r["prompt"] for r in hist["rounds"]] == [instruction, refined]
+    assert hist["best"] == 1 and set(hist["rounds"][1]["scores"]) >= {"image_faithfulness"}
+
+
+def test_refine_prompt_node_protects_lora_tags_and_explains_missing_refinement(comfy_server, models_dir):
+    g = Graph()
+    critic = g.node("RR_LoadCritic", checkpoint=models_dir.critic, custom_id="", allow_download=False, dtype="auto",
+                    device="auto", attention="sdpa", max_pixels=0, batch_size=4)
+    seed = comfy_server.fresh_seed()
+    prompt = f"a cat <lora:catStyle:0.7> ({seed % 97} whiskers:1.2)"
+    replay = g.node("RR_ReplayAnswers", critic=critic,
+                    script=json.dumps([{"answer": pointwise_answer(2, 2, refined="a fluffy cat, 5 whiskers")}]))
+    img = g.node("EmptyImage", width=64, height=64, batch_size=1, color=seed % 0xFFFFFF)
+    scripted = g.node("RR_CritiqueImage", critic=replay, image=img, prompt=prompt, weights="equal",
+                      max_new_tokens=400, temperature=0.1, seed=0)
+    free = g.node("RR_CritiqueImage", critic=critic, image=img, prompt=prompt, weights="equal",
+                  max_new_tokens=16, temperature=0.1, seed=0)
+    merged = g.node("RR_RefinePrompt", critique_data=scripted.out(6), mode="merge", keep="", pick="best")
+    kept = g.node("RR_RefinePrompt", critique_data=free.out(6), mode="merge", keep="", pick="best")
+    shows = [g.node("PreviewAny", source=n.out(i)) for n in (merged, kept) for i in (0, 1)]
+    out = outputs(comfy_server.run(g, timeout=180))
+    texts = [out[s.id]["text"][0] for s in shows]
+    assert texts[0] == f"a fluffy cat, 5 whiskers, <lora:catStyle:0.7>, ({seed % 97} whiskers:1.2)"
+    assert "<lora:catStyle:0.7>" in texts[1]
+    assert texts[2] == prompt and "no Refined Request" in texts[3]
+
+
+def test_interrupt_stops_the_loop_and_keeps_finished_rounds(comfy_server, models_dir):
+    slow = pointwise_answer(2, 2, refined="x") + " filler" * 3000        # thousands of forced tokens
+    script = [{"answer": pointwise_answer(2, 2, refined=REFINED + ", slow round"), "when_request_contains": ROUND0},
+              {"answer": slow, "when_request_contains": "slow round"}]
+    api = t2i_loop(comfy_server, models_dir, script)
+    api["9"]["inputs"]["max_new_tokens"] = 8192
+    ws = websocket.create_connection(comfy_server.url.replace("http", "ws") + f"/ws?clientId={comfy_server.client_id}",
+                                     timeout=120)
+    try:
+        prompt_id = comfy_server.queue(api)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:          # wait for round 0's Loop End report, then interrupt
+            msg = ws.recv()
+            if isinstance(msg, str):
+                data = json.loads(msg)
+                if data["type"] == "executed" and "rr_loop" in (data["data"].get("output") or {}):
+                    break
+        else:
+            pytest.fail("round 0 never finished")
+        time.sleep(0.5)
+        comfy_server.interrupt()
+    finally:
+        ws.close()
+    entry = comfy_server.wait(prompt_id, timeout=120)
+    assert interrupted(entry)
+    hist = loop_history(entry)
+    assert len(hist["rounds"]) == 1 and ROUND0 in hist["rounds"][0]["prompt"]
+    assert hist["rounds"][0]["refined_prompt"].startswith(REFINED)
+    # the server runs the next prompt normally
+    script_ok = [{"answer": pointwise_answer(4, 4, refined="done"), "when_request_contains": ROUND0}]
+    after = comfy_server.run(t2i_loop(comfy_server, models_dir, script_ok), timeout=300)
+    assert loop_history(after)["best"] == 0
