@@ -1,0 +1,40 @@
+"""The headless CLI runs the same core: critique to JSONL with the tiny model, parse a saved answer."""
+from __future__ import annotations
+
+import json
+import math
+
+from PIL import Image
+
+from rationalrewards.cli import main
+
+
+def test_parse_command_prints_scores_and_flags_incomplete(tmp_path, capsys):
+    good = tmp_path / "good.txt"
+    good.write_text("1. Text Faithfulness:\n## Justification: a\n## Score: 3\n2. Physical and Visual Quality:\n"
+                    "## Justification: b\n## Score: 4\n3. Text Rendering:\n## Justification: c\n## Score: N/A\n"
+                    "# Summary: s\n## Refined Request: better")
+    assert main(["parse", str(good)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [d["score"] for d in data["dimensions"]] == [3.0, 4.0, None]
+    assert math.isclose(data["overall"], (3.5 - 1) / 3)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("nothing useful")
+    assert main(["parse", str(bad)]) == 1
+    assert json.loads(capsys.readouterr().out)["overall"] is None
+
+
+def test_critique_command_writes_one_json_line_per_image(tiny_models_dir, tmp_path):
+    root, name = tiny_models_dir, "tiny-qwen3vl"
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"img{i}.png"
+        Image.new("RGB", (64, 64), (40 * i, 90, 200)).save(p)
+        paths.append(str(p))
+    out = tmp_path / "out.jsonl"
+    rc = main(["critique", *paths, "--prompt", "a blue square", "--model", name, "--models-dir", str(root),
+               "--max-new-tokens", "8", "--out", str(out)])
+    assert rc == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["image"] for line in lines] == paths
+    assert all(line["prompt"] == "a blue square" and line["task"] == "t2i" for line in lines)
