@@ -41,18 +41,14 @@ class Critic:
     template_dir: str | Path | None = None
     script: AnswerScript | None = None     # scripted answers (replay/testing seam)
     name: str = ""
-    _templates: dict = field(default_factory=dict, repr=False)
 
     def with_script(self, script: AnswerScript | None) -> "Critic":
         """A critic sharing this backend whose answers follow ``script`` where it matches."""
-        return replace(self, script=script, _templates={})
+        return replace(self, script=script)
 
     # -- building blocks ----------------------------------------------------------------------------
     def template(self, task: Task, mode: str) -> str:
-        key = template_name(task, mode)
-        if key not in self._templates:
-            self._templates[key] = load_template(key, self.template_dir)
-        return self._templates[key]
+        return load_template(template_name(task, mode), self.template_dir)
 
     def build(self, item: Item) -> ChatRequest:
         if not item.request or not item.request.strip():

@@ -39,7 +39,8 @@ def local_folder_name(name: str) -> str:
 
 
 def is_checkpoint_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file()
+    """A folder with a config.json and safetensors weights (the only weights the pack loads)."""
+    return path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
 def list_local(search_dirs: Sequence[str | Path]) -> list[str]:
@@ -70,7 +71,7 @@ def resolve_checkpoint(name: str, search_dirs: Sequence[str | Path], allow_downl
         raise CheckpointNotFound(f"{name!r} is not a checkpoint folder and no model folder is configured")
     target = Path(search_dirs[0]) / folder
     if not is_hf_id(name):
-        raise CheckpointNotFound(f"no checkpoint folder {folder!r} (with a config.json) under "
+        raise CheckpointNotFound(f"no checkpoint folder {folder!r} (config.json + .safetensors weights) under "
                                  f"{', '.join(str(s) for s in search_dirs)}")
     if not allow_download:
         raise CheckpointNotFound(

@@ -30,8 +30,8 @@ _SECTION_ALIASES = {
     "comments": ("refinement comments", "refinement comment"),
     "refined": ("refined request", "refined prompt", "refined instruction", "refined user request"),
     "justification": ("justification", "reasoning", "rationale"),
-    "score_a": ("score a", "score for image a", "image a score", "score (image a)"),
-    "score_b": ("score b", "score for image b", "image b score", "score (image b)"),
+    "score_a": ("score a", "score for image a", "image a score", "score (image a)", "score (a)"),
+    "score_b": ("score b", "score for image b", "image b score", "score (image b)", "score (b)"),
     "score": ("score",),
     "winner": ("winner", "overall winner", "better image"),
 }
@@ -42,16 +42,17 @@ for _kind, _names in _SECTION_ALIASES.items():
 for _dim in BY_KEY.values():
     for _n in _dim.aliases + (_dim.title.lower(),):
         _LABELS[_n] = "dim:" + _dim.key
-# Labels that must be followed by a colon (or a '#' header) to count: they are common words in prose.
+# Labels that must be followed by a colon (or be a '#' header) to count: they are common words in prose.
 _NEEDS_COLON = {"justification", "score", "score_a", "score_b", "winner", "summary", "analysis"}
 
 _label_alt = "|".join(re.escape(n).replace(r"\ ", r"\s") for n in sorted(_LABELS, key=len, reverse=True))
 _HEADER_RE = re.compile(
     r"^(?:[-*>] )?(?P<hash>#{1,6})? ?(?:\*\*|__)? ?(?:(?P<num>\d{1,2}) ?[.)] ?)?(?:\*\*|__)? ?"
-    r"(?P<label>" + _label_alt + r")\b ?(?:\([^)]{0,80}\))? ?(?:\*\*|__)? ?(?P<colon>[:：])? ?(?:\*\*|__)?",
-    re.IGNORECASE)
-_SCORE_RE = re.compile(r"^[\s*_\[\](){}<>\"'`~:=]*(?P<num>[-+]?\d+(?:\.\d+)?)(?:\s*/\s*(?P<den>\d+(?:\.\d+)?))?")
-_NA_RE = re.compile(r"^[\s*_\[\](){}<>\"'`~:=]*(?:n\s*/\s*a|n\.a\.|na|not applicable|none)\b", re.IGNORECASE)
+    r"(?P<label>" + _label_alt + r")(?!\w) ?(?:\([^)]{0,80}\))? ?(?:\*\*|__)? ?(?P<colon>[:：])? ?(?:\*\*|__)?",
+    re.IGNORECASE | re.ASCII)   # ASCII: Unicode case folding ("ſcore") would match labels we cannot look up
+_SCORE_RE = re.compile(r"^[\s*_\[\](){}<>\"'`~:=]*(?P<num>[-+]?\d+(?:[.,]\d+)?)(?:\s*/\s*(?P<den>\d+(?:\.\d+)?))?")
+_NA_RE = re.compile(r"^[\s*_\[\](){}<>\"'`~:=]*(?:n\s*/\s*a\b|n\.\s*a\b\.?|na\b|not applicable\b|none\b)",
+                    re.IGNORECASE)
 _SPECIAL_TOKENS_RE = re.compile(r"<\|[a-z_]+\|>")
 _MAX_HEADER_SCAN = 240   # a header label sits at the start of a line
 
@@ -87,7 +88,7 @@ def _match_header(line: str) -> tuple[str, str] | None:
         rest += (" " if line[_MAX_HEADER_SCAN - 1].isspace() else "") + line[_MAX_HEADER_SCAN:]
     rest = rest.strip()
     has_colon, has_hash, has_num = bool(m.group("colon")), bool(m.group("hash")), bool(m.group("num"))
-    if kind in _NEEDS_COLON and not has_colon:
+    if kind in _NEEDS_COLON and not (has_colon or has_hash):
         return None
     if not (has_colon or has_hash or has_num):
         return None
@@ -124,7 +125,7 @@ def _parse_score(raw: str, dim: Dimension, warnings: list[str], who: str = "") -
         warnings.append(f"{name}: no number in the score line {first[:60]!r}" if first
                         else f"{name}: score line is empty")
         return result
-    value = float(m.group("num"))
+    value = float(m.group("num").replace(",", "."))   # "3,5" is a decimal comma
     den = m.group("den")
     if den is not None and float(den) != SCORE_MAX:
         warnings.append(f"{name}: score {m.group(0).strip()} is not on the 1-4 scale; score left missing")
@@ -141,7 +142,16 @@ def _parse_winner(raw: str) -> Winner | None:
     s = raw.strip().lower()
     if not s:
         return None
-    if re.search(r"\btie\b|\bequal\b|\bboth\b|\bneither\b", s):
+    # The verdict usually opens the line ("Image B (a sharper result)", "B, by a wide margin"): read it
+    # first, so an article "a" in the explanation is not taken for candidate A.
+    lead = re.sub(r"^[\s*_\[\](){}<>\"'`~:=]+", "", s)
+    if re.match(r"(?:a\s+)?(?:tie|draw|equal|neither|both)\b", lead):
+        return Winner.TIE
+    m = re.match(r"(?:(?:image|candidate|edit)\s*)?([ab])\b(?![./-]\w)"
+                 r"(?!\s*(?:and|&|or|vs\.?|=)\s*(?:(?:image|candidate|edit)\s*)?[ab]\b)", lead)
+    if m is not None:
+        return Winner.A if m.group(1) == "a" else Winner.B
+    if re.search(r"\btie\b|\bequal(?:ly)?\b|\bboth\b|\bneither\b", s):
         return Winner.TIE
     has_a = re.search(r"\b(image|candidate|edit)?\s*a\b", s) is not None
     has_b = re.search(r"\b(image|candidate|edit)?\s*b\b", s) is not None
@@ -171,12 +181,14 @@ class _Assigner:
             self._ignore = True
             return
         self._ignore = False
-        if key in self.seen_header:
+        self._repeat = key in self.seen_header
+        if self._repeat:
             self.warnings.append(f"{BY_KEY[key].title}: appears twice; the first complete entry is kept")
         self.seen_header.add(key)
         self.current = BY_KEY[key]
 
     _ignore = False
+    _repeat = False
 
     def target(self, part: str) -> Dimension | None:
         """The dimension a ``part`` (justification/score/...) belongs to, or None to drop it."""
@@ -184,6 +196,8 @@ class _Assigner:
             return None
         if self.current is not None and part not in self.filled[self.current.key]:
             return self.current
+        if self._repeat:
+            return None   # a repeated dimension: its already-filled parts are dropped, not shifted onto others
         # no header (or this one is already filled): fall back to position
         for d in self.expected:
             if part not in self.filled[d.key] and (d.key not in self.seen_header or d is self.current):
@@ -224,11 +238,12 @@ def parse_critique(text: str, task: Task | str = Task.T2I) -> Critique:
             d = assign.current
             if f.text and d is not None:   # "1. Text Faithfulness: 3.5" or an inline justification
                 part = "score" if _SCORE_RE.match(f.text) or _NA_RE.match(f.text) else "justification"
-                if part == "score":
-                    _set_score(dims[d.key], _parse_score(f.text, d, warnings))
-                else:
-                    dims[d.key].justification = f.text
-                assign.mark(d, part)
+                if part not in assign.filled[d.key]:   # a repeated header keeps the first entry
+                    if part == "score":
+                        _set_score(dims[d.key], _parse_score(f.text, d, warnings))
+                    else:
+                        dims[d.key].justification = f.text
+                    assign.mark(d, part)
         elif f.kind == "justification":
             d = assign.target("justification")
             if d is not None:

@@ -40,9 +40,14 @@ def template_name(task: Task | str, mode: str) -> str:
     return f"{Task(task).value}_{mode}"
 
 
-@lru_cache(maxsize=None)
-def _read(path: str) -> str:
+@lru_cache(maxsize=64)
+def _read_cached(path: str, mtime_ns: int) -> str:
     return Path(path).read_text(encoding="utf-8")
+
+
+def _read(path: str) -> str:
+    """File text, re-read when the file changes (users edit templates while ComfyUI runs)."""
+    return _read_cached(path, Path(path).stat().st_mtime_ns)
 
 
 def load_template(name: str, directory: str | Path | None = None) -> str:

@@ -20,7 +20,7 @@ class Rule:
     mode: str | None = None
 
     def matches(self, task: Task, mode: str, request: str) -> bool:
-        return ((self.task is None or self.task is task) and (self.mode is None or self.mode == mode)
+        return ((self.task is None or self.task == Task(task)) and (self.mode is None or self.mode == mode)
                 and self.when_request_contains.lower() in request.lower())
 
 
@@ -57,8 +57,14 @@ class AnswerScript:
             unknown = set(entry) - {"answer", "when_request_contains", "task", "mode"}
             if unknown:
                 raise ValueError(f"script rule {i} has unknown keys {sorted(unknown)}")
+            task, mode = entry.get("task") or None, entry.get("mode") or None
+            if task is not None and task not in [t.value for t in Task]:
+                raise ValueError(f"script rule {i} has task {task!r}; use one of "
+                                 f"{[t.value for t in Task]} or leave it out")
+            if mode is not None and mode not in ("pointwise", "pairwise", "defects"):   # defects: the localisation follow-up
+                raise ValueError(f"script rule {i} has mode {mode!r}; use 'pointwise', 'pairwise' or 'defects', "
+                                 "or leave it out")
             rules.append(Rule(answer=entry["answer"],
                               when_request_contains=str(entry.get("when_request_contains", "")),
-                              task=Task(entry["task"]) if entry.get("task") else None,
-                              mode=entry.get("mode")))
+                              task=Task(task) if task else None, mode=mode))
         return cls(tuple(rules))

@@ -1,0 +1,226 @@
+"""Finding critic checkpoints offline first; downloading only when asked, safetensors only."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import huggingface_hub
+from rationalrewards import loader
+from rationalrewards.loader import (DOWNLOAD_PATTERNS, CheckpointNotFound, is_checkpoint_dir, is_hf_id,
+                                    list_local, load_critic, local_folder_name, resolve_checkpoint)
+
+HF_ID = "TIGER-Lab/RationalRewards-8B-T2I"
+
+
+def make_checkpoint(folder: Path, weights: str = "model.safetensors") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    if weights.endswith(".safetensors"):
+        from safetensors.numpy import save_file
+        save_file({"w": np.zeros((2, 2), dtype=np.float32)}, str(folder / weights))
+    elif weights:
+        (folder / weights).write_bytes(b"\x80\x04pickle")
+    return folder
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any download or socket connection fails the test."""
+    def refuse(*a, **k):
+        raise AssertionError(f"network/download attempted: {a} {k}")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+# --- names -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, expected", [(HF_ID, True), ("Qwen/Qwen3-VL-8B-Instruct", True), ("folder", False),
+                                            ("a/b/c", False), ("../x", False), ("/abs/path", False)])
+def test_is_hf_id(name, expected):
+    assert is_hf_id(name) is expected
+
+
+def test_local_folder_name():
+    assert local_folder_name(HF_ID) == "RationalRewards-8B-T2I"
+    assert local_folder_name("RationalRewards-8B-T2I") == "RationalRewards-8B-T2I"
+    assert local_folder_name("Org/Name/") == "Name"
+
+
+# --- offline resolution ------------------------------------------------------------------------------
+
+def test_existing_folder_by_name_and_by_hf_id(tmp_path, no_network):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    ckpt = make_checkpoint(b / "RationalRewards-8B-T2I")
+    assert resolve_checkpoint("RationalRewards-8B-T2I", [a, b]) == ckpt
+    assert resolve_checkpoint(HF_ID, [a, b]) == ckpt
+    assert resolve_checkpoint(HF_ID, [str(a), str(b)], allow_download=True) == ckpt   # on disk: no download
+    assert resolve_checkpoint(f"  {HF_ID}  ", [a, b]) == ckpt
+
+
+def test_absolute_path(tmp_path, no_network):
+    ckpt = make_checkpoint(tmp_path / "anywhere" / "my-critic")
+    assert resolve_checkpoint(str(ckpt), []) == ckpt
+
+
+def test_first_search_dir_wins(tmp_path, no_network):
+    first = make_checkpoint(tmp_path / "one" / "c")
+    make_checkpoint(tmp_path / "two" / "c")
+    assert resolve_checkpoint("c", [tmp_path / "one", tmp_path / "two"]) == first
+
+
+def test_load_tiny_critic_offline(tiny_models_dir, no_network):
+    critic = load_critic("tiny-qwen3vl", [tiny_models_dir])
+    assert critic.name == "tiny-qwen3vl"
+    assert critic.backend.source == str(tiny_models_dir / "tiny-qwen3vl")
+
+
+def test_hf_id_missing_downloads_off(tmp_path, no_network):
+    with pytest.raises(CheckpointNotFound) as e:
+        resolve_checkpoint(HF_ID, [tmp_path / "models", tmp_path / "other"])
+    msg = str(e.value)
+    assert str(tmp_path / "models" / "RationalRewards-8B-T2I") in msg
+    assert HF_ID in msg
+    assert "allow download" in msg
+    assert isinstance(e.value, FileNotFoundError)
+
+
+def test_folder_without_config_is_not_a_checkpoint(tmp_path, no_network):
+    (tmp_path / "RationalRewards-8B-T2I").mkdir()
+    (tmp_path / "RationalRewards-8B-T2I" / "model.safetensors").write_bytes(b"")
+    assert not is_checkpoint_dir(tmp_path / "RationalRewards-8B-T2I")
+    with pytest.raises(CheckpointNotFound):
+        resolve_checkpoint(HF_ID, [tmp_path])
+
+
+def test_plain_name_missing(tmp_path, no_network):
+    with pytest.raises(CheckpointNotFound) as e:
+        resolve_checkpoint("my-critic", [tmp_path])
+    assert "my-critic" in str(e.value) and str(tmp_path) in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_empty_name(tmp_path, name, no_network):
+    with pytest.raises(CheckpointNotFound, match="no critic checkpoint given"):
+        resolve_checkpoint(name, [tmp_path])
+
+
+def test_no_search_dirs(no_network):
+    with pytest.raises(CheckpointNotFound, match="no model folder"):
+        resolve_checkpoint(HF_ID, [], allow_download=True)
+
+
+# --- downloads ---------------------------------------------------------------------------------------
+
+class FakeSnapshot:
+    """Stands in for huggingface_hub.snapshot_download and drives tqdm_class like the real one."""
+
+    def __init__(self, files: dict[str, int]):
+        self.files, self.calls = files, []
+
+    def __call__(self, *, repo_id, local_dir, allow_patterns, tqdm_class, **kwargs):
+        self.calls.append(dict(repo_id=repo_id, local_dir=local_dir, allow_patterns=allow_patterns, **kwargs))
+        local = Path(local_dir)
+        assert local.is_dir()
+        wanted = [f for f in self.files if any(fnmatch.fnmatch(f, p) for p in allow_patterns)]
+        files_bar = tqdm_class(total=len(wanted), desc=f"Fetching {len(wanted)} files")   # unit "it"
+        bytes_bar = tqdm_class(total=0, initial=0, unit="B", unit_scale=True, desc="Downloading")
+        bytes_bar.total = sum(self.files[f] for f in wanted)
+        for f in wanted:
+            if f.endswith(".safetensors"):
+                make_checkpoint(local, f)
+            elif f == "config.json":
+                (local / f).write_text(json.dumps({"model_type": "fake"}), encoding="utf-8")
+            else:
+                (local / f).write_bytes(b"x")
+            size = self.files[f]
+            for chunk in (size // 2, size - size // 2):
+                bytes_bar.update(chunk)
+            files_bar.update(1)
+        bytes_bar.close()
+        files_bar.close()
+        return str(local)
+
+
+REPO_FILES = {"config.json": 100, "model-00001-of-00002.safetensors": 4000, "model-00002-of-00002.safetensors": 2000,
+              "model.safetensors.index.json": 50, "tokenizer.json": 300, "pytorch_model.bin": 9999,
+              "modeling_evil.py": 10, "training_args.pt": 20, "optimizer.pt": 20}
+
+
+def test_download_when_allowed(tmp_path, monkeypatch):
+    fake = FakeSnapshot(REPO_FILES)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    seen: list[tuple[int, int]] = []
+    path = resolve_checkpoint(HF_ID, [tmp_path / "models"], allow_download=True,
+                              progress=lambda done, total: seen.append((done, total)))
+    target = tmp_path / "models" / "RationalRewards-8B-T2I"
+    assert path == target and is_checkpoint_dir(target)
+    assert len(fake.calls) == 1
+    call = fake.calls[0]
+    assert call["repo_id"] == HF_ID
+    assert Path(call["local_dir"]) == target
+    patterns = call["allow_patterns"]
+    for bad in ("pytorch_model.bin", "pytorch_model-00001-of-00002.bin", "modeling_evil.py", "training_args.pt",
+                "model.pth", "model.ckpt", "weights.pkl"):
+        assert not any(fnmatch.fnmatch(bad, p) for p in patterns), bad
+    for good in ("model.safetensors", "model-00001-of-00002.safetensors", "model.safetensors.index.json",
+                 "config.json", "tokenizer.json", "tokenizer_config.json", "preprocessor_config.json",
+                 "chat_template.jinja", "merges.txt", "vocab.json", "generation_config.json"):
+        assert any(fnmatch.fnmatch(good, p) for p in patterns), good
+    assert not (target / "pytorch_model.bin").exists() and not (target / "modeling_evil.py").exists()
+    # progress: byte counts only (the file-count bar is ignored), increasing, ending at the total
+    total = sum(v for k, v in REPO_FILES.items() if any(fnmatch.fnmatch(k, p) for p in DOWNLOAD_PATTERNS))
+    assert seen, "progress callback never called"
+    assert all(t == total for _, t in seen)
+    dones = [d for d, _ in seen]
+    assert dones == sorted(dones) and dones[-1] == total
+    assert len(seen) >= 2 * 3
+
+
+def test_download_without_progress_callback(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", FakeSnapshot({"config.json": 1, "model.safetensors": 8}))
+    assert loader.download(HF_ID, tmp_path / "t") == tmp_path / "t"
+
+
+def test_download_of_a_pickle_only_repo_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        FakeSnapshot({"config.json": 10, "pytorch_model.bin": 100}))
+    with pytest.raises(CheckpointNotFound, match="safetensors"):
+        resolve_checkpoint(HF_ID, [tmp_path], allow_download=True)
+
+
+# --- safetensors only --------------------------------------------------------------------------------
+
+def test_backend_refuses_bin_only_folder(tmp_path, no_network):
+    from rationalrewards.backends.transformers_backend import TransformersBackend
+    folder = make_checkpoint(tmp_path / "pickled", weights="pytorch_model.bin")
+    assert not is_checkpoint_dir(folder)          # not offered in the loader's list either
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        TransformersBackend.load(folder)
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        load_critic("pickled", [tmp_path])
+
+
+# --- listing -----------------------------------------------------------------------------------------
+
+def test_list_local(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    make_checkpoint(one / "b-critic")
+    make_checkpoint(one / "a-critic")
+    make_checkpoint(one / "pickled-only", weights="pytorch_model.bin")   # never offered: .bin is not loaded
+    (one / "no-config").mkdir()
+    (one / "no-config" / "model.safetensors").write_bytes(b"")
+    (one / "config.json").write_text("{}")          # a file, not a checkpoint folder
+    (one / "loose.safetensors").write_bytes(b"")
+    make_checkpoint(two / "b-critic")                # same name in two roots: listed once
+    make_checkpoint(two / "c-critic")
+    assert list_local([one, str(two), tmp_path / "missing"]) == ["a-critic", "b-critic", "c-critic"]
+    assert list_local([]) == []

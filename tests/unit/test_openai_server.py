@@ -1,0 +1,374 @@
+"""The OpenAI-compatible server backend: against a scripted fake peer (errors, retries, concurrency,
+keys, cancel, vLLM sleep mode) and against a real ``transformers serve`` of the tiny critic
+(greedy parity with the in-process backend)."""
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rationalrewards.backends.base import GenerationInterrupted, GenerationOptions
+from rationalrewards.backends.openai_server import (ApiKeyError, ModelNotServed, OpenAIServerBackend,
+                                                     ServerAnswerError, ServerError, ServerTimeout,
+                                                     ServerUnavailable, chat_body, normalize_base_url)
+from rationalrewards.critic import Critic, Item
+from rationalrewards.prompting import ChatRequest
+from rationalrewards.rubric import Task
+from tests.fixtures.fake_openai import FakeOpenAI, Reply
+from tests.unit.rr_sample_answers import T2I_FULL, T2I_FULL_SCORES
+
+OPTS = GenerationOptions(max_new_tokens=64, temperature=0.0, seed=7)
+
+
+def req(text: str = "a red cat", color=(200, 30, 30), size=(32, 24)) -> ChatRequest:
+    return ChatRequest(parts=(("text", "Judge "), ("image", Image.new("RGB", size, color)), ("text", f" for: {text}")))
+
+
+def user_text(body: dict) -> str:
+    return "".join(p.get("text", "") for p in body["messages"][-1]["content"])
+
+
+@pytest.fixture
+def peer():
+    with FakeOpenAI(answer=lambda body: "echo:" + user_text(body)) as p:
+        yield p
+
+
+def backend(peer_or_url, model: str = "critic", **kw) -> OpenAIServerBackend:
+    kw.setdefault("backoff_s", 0.01)
+    kw.setdefault("timeout_s", 5)
+    url = peer_or_url if isinstance(peer_or_url, str) else peer_or_url.url
+    return OpenAIServerBackend(url, model, **kw)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- the request ---------------------------------------------------------------------------------------
+
+def test_request_keeps_part_order_pixels_and_options(peer):
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (24, 40, 3), dtype=np.uint8))
+    r = ChatRequest(parts=(("text", "A "), ("image", img), ("text", " B "), ("image", Image.new("RGB", (16, 16))),
+                           ("text", " C")), system="be strict")
+    assert backend(peer).generate([r], OPTS) == ["echo:A  B  C"]
+    [sent] = peer.chat_requests()
+    body = sent.body
+    assert {k: body[k] for k in ("model", "max_tokens", "temperature", "top_p", "seed", "stream")} == {
+        "model": "critic", "max_tokens": 64, "temperature": 0.0, "top_p": 1.0, "seed": 7, "stream": False}
+    assert body["messages"][0] == {"role": "system", "content": "be strict"}
+    content = body["messages"][1]["content"]
+    assert [p["type"] for p in content] == ["text", "image_url", "text", "image_url", "text"]
+    url = content[1]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert decoded.size == (40, 24) and np.array_equal(np.asarray(decoded.convert("RGB")), np.asarray(img))
+    assert "Authorization" not in sent.headers
+
+
+def test_answers_come_back_in_request_order(peer):
+    peer.delay = lambda body: 0.3 if "first" in user_text(body) else 0.0   # the first finishes last
+    out = backend(peer, max_concurrency=3).generate([req("first"), req("second"), req("third")], OPTS)
+    assert out == [f"echo:Judge  for: {w}" for w in ("first", "second", "third")]
+
+
+def test_concurrency_is_bounded(peer):
+    peer.delay = 0.15
+    out = backend(peer, max_concurrency=2).generate([req(str(i)) for i in range(6)], OPTS)
+    assert len(out) == 6 and len(peer.chat_requests()) == 6
+    assert peer.max_in_flight == 2   # never more than the bound, and the bound was used
+
+
+def test_base_url_normalisation():
+    assert normalize_base_url(" http://h:8000/v1/ ") == "http://h:8000/v1"
+    assert normalize_base_url("http://h:8000/v1/chat/completions") == "http://h:8000/v1"
+    with pytest.raises(ValueError, match="http://127.0.0.1:8000/v1"):
+        normalize_base_url("127.0.0.1:8000")
+    assert OpenAIServerBackend("http://h:8000/v1", "m").root_url == "http://h:8000"
+
+
+# -- failures -----------------------------------------------------------------------------------------
+
+def test_timeout_is_a_clear_error_and_not_retried(peer):
+    peer.delay = 1.0
+    t0 = time.monotonic()
+    with pytest.raises(ServerTimeout, match=r"within 0\.2 s.*timeout_s"):
+        backend(peer, timeout_s=0.2, retries=3).generate([req()], OPTS)
+    assert time.monotonic() - t0 < 0.9
+    assert len(peer.chat_requests()) == 1   # the server may still be generating: no second copy
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 429])
+def test_transient_errors_are_retried_with_bounded_backoff(peer, status):
+    peer.script = [Reply(status, {"error": {"message": "busy"}}), Reply(status, "plain text failure")]
+    t0 = time.monotonic()
+    assert backend(peer, retries=2, backoff_s=0.02).generate([req()], OPTS) == ["echo:Judge  for: a red cat"]
+    assert len(peer.chat_requests()) == 3
+    assert time.monotonic() - t0 < 1.0   # 0.02 + 0.04 s of backoff
+
+
+def test_retry_after_is_honoured_and_capped(peer):
+    peer.script = [Reply(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "0.3"}),
+                   Reply(503, {}, headers={"Retry-After": "120"})]
+    t0 = time.monotonic()
+    backend(peer, retries=2, backoff_s=0.0, backoff_max_s=0.4).generate([req()], OPTS)
+    assert 0.65 <= time.monotonic() - t0 < 2.0   # 0.3 s as asked, then 120 s capped to 0.4 s
+
+
+def test_persistent_5xx_names_status_message_and_tries(peer):
+    peer.script = [Reply(502, {"error": {"message": "upstream exploded"}})] * 4
+    with pytest.raises(ServerUnavailable) as exc:
+        backend(peer, retries=3).generate([req()], OPTS)
+    msg = str(exc.value)
+    assert "HTTP 502" in msg and "upstream exploded" in msg and "tried 4 times" in msg and peer.url in msg
+    assert len(peer.chat_requests()) == 4
+
+
+def test_other_4xx_is_not_retried_and_keeps_the_server_message(peer):
+    # vLLM's wording mentions "model", yet the model is served: a plain error, not "model not served"
+    peer.script = [Reply(400, {"error": {"message": "This model's maximum context length is 4096 tokens."}})]
+    with pytest.raises(ServerError, match="HTTP 400.*maximum context length") as exc:
+        backend(peer, retries=3).generate([req()], OPTS)
+    assert not isinstance(exc.value, ModelNotServed)
+    assert len(peer.chat_requests()) == 1
+
+
+@pytest.mark.parametrize("reply, match", [
+    (Reply(200, "<html><body>502 Bad Gateway from the proxy</body></html>"), "not JSON.*Bad Gateway"),
+    (Reply(200, {"object": "chat.completion", "choices": []}), "'choices' missing or empty"),
+    (Reply(200, {"error": {"message": "engine crashed"}}), "'choices' missing.*engine crashed"),
+    (Reply(200, ["not", "an", "object"]), "'choices' missing"),
+    (Reply(200, {"choices": [{"message": {"role": "assistant", "content": None}, "finish_reason": "length"}]}),
+     "without text.*length"),
+])
+def test_garbage_answers_are_clear_errors(peer, reply, match):
+    peer.script = [reply]
+    with pytest.raises(ServerAnswerError, match=match):
+        backend(peer).generate([req()], OPTS)
+    assert len(peer.chat_requests()) == 1
+
+
+def test_wrong_model_lists_the_served_models(peer):
+    peer.models = ["critic-t2i", "critic-edit"]
+    with pytest.raises(ModelNotServed) as exc:
+        backend(peer, model="TIGER-Lab/RationalRewards-8B-T2I").generate([req()], OPTS)
+    msg = str(exc.value)
+    assert "'TIGER-Lab/RationalRewards-8B-T2I'" in msg and "critic-t2i, critic-edit" in msg
+    assert "--served-model-name" in msg
+
+
+def test_404_without_model_listing_points_at_base_url(peer):
+    b = OpenAIServerBackend(peer.root + "/api", "critic", backoff_s=0.01)   # no /v1: every route is 404
+    with pytest.raises(ServerError, match=r"HTTP 404.*Check base_url.*/v1"):
+        b.generate([req()], OPTS)
+
+
+def test_connection_refused_names_the_url():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with pytest.raises(ServerUnavailable) as exc:
+        backend(url, retries=1).generate([req()], OPTS)
+    msg = str(exc.value)
+    assert url in msg and "connection refused" in msg and "tried 2 times" in msg and "vllm serve" in msg
+
+
+# -- the API key ---------------------------------------------------------------------------------------
+
+def test_api_key_is_sent_as_bearer_from_the_named_variable(peer, monkeypatch):
+    monkeypatch.setenv("RR_TEST_CRITIC_KEY", "sk-unit-4242")
+    b = backend(peer, api_key_env="RR_TEST_CRITIC_KEY")
+    b.generate([req()], OPTS)
+    assert peer.chat_requests()[0].headers["Authorization"] == "Bearer sk-unit-4242"
+    assert "sk-unit-4242" not in repr(b) and "sk-unit-4242" not in repr(vars(b))
+
+
+def test_missing_key_variable_is_named_and_nothing_is_sent(peer, monkeypatch):
+    monkeypatch.delenv("RR_TEST_UNSET_KEY", raising=False)
+    with pytest.raises(ApiKeyError, match=r"RR_TEST_UNSET_KEY.*not set.*restart ComfyUI"):
+        backend(peer, api_key_env="RR_TEST_UNSET_KEY").generate([req()], OPTS)
+    assert peer.requests == []
+
+
+@pytest.mark.parametrize("pasted", ["sk-proj-Abc123xyz", "hf_AbCdEfGhIjKlMnOp1234567890", "Bearer abc"])
+def test_a_pasted_key_is_refused_without_echoing_it(pasted):
+    with pytest.raises(ApiKeyError, match="NAME of an environment variable") as exc:
+        OpenAIServerBackend("http://127.0.0.1:8000/v1", "m", api_key_env=pasted)
+    assert pasted not in str(exc.value)
+
+
+def test_refused_key_names_the_variable(peer, monkeypatch):
+    monkeypatch.setenv("RR_TEST_CRITIC_KEY", "wrong")
+    peer.script = [Reply(401, {"error": {"message": "invalid api key"}})]
+    with pytest.raises(ApiKeyError, match=r"HTTP 401: invalid api key.*\$RR_TEST_CRITIC_KEY"):
+        backend(peer, api_key_env="RR_TEST_CRITIC_KEY").generate([req()], OPTS)
+
+
+# -- check(): what the node runs when it connects ------------------------------------------------------
+
+def test_check_picks_the_only_model_and_rejects_wrong_ones(peer):
+    assert backend(peer, model="").check() == "critic"
+    with pytest.raises(ModelNotServed, match="serves: critic"):
+        backend(peer, model="other").check()
+    peer.models = ["a", "b"]
+    with pytest.raises(ModelNotServed, match="serves 2 models: a, b"):
+        backend(peer, model="").check()
+    with pytest.raises(ServerUnavailable, match="connection refused"):
+        backend(f"http://127.0.0.1:{free_port()}/v1", retries=0).check()
+
+
+# -- progress, cancel, forced answers --------------------------------------------------------------------
+
+def test_progress_reports_each_finished_request(peer):
+    calls = []
+    backend(peer, max_concurrency=2).generate([req(str(i)) for i in range(3)], OPTS,
+                                              progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 64), (64, 64)] * 3
+
+
+def test_should_stop_cancels_pending_requests(peer):
+    peer.delay = 0.3
+    finished = []
+    t0 = time.monotonic()
+    with pytest.raises(GenerationInterrupted):
+        backend(peer, max_concurrency=1).generate(
+            [req(str(i)) for i in range(8)], OPTS, progress=lambda d, t: finished.append(d),
+            should_stop=lambda: len(finished) >= 2)   # stop after the first finished request
+    assert time.monotonic() - t0 < 1.5                  # not 8 x 0.3 s
+    time.sleep(0.35)                                   # let an abandoned in-flight request land
+    assert 1 <= len(peer.chat_requests()) <= 3          # not 8
+
+
+def test_should_stop_interrupts_a_backoff(peer):
+    peer.script = [Reply(503, {}, headers={"Retry-After": "30"})]
+    flag = threading.Event()
+    threading.Timer(0.2, flag.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(GenerationInterrupted):
+        backend(peer, backoff_max_s=60).generate([req()], OPTS, should_stop=flag.is_set)
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_forced_answers_still_send_a_cheap_request(peer):
+    out = backend(peer).generate([req("one"), req("two")], OPTS, forced=["scripted critique", None])
+    assert out == ["scripted critique", "echo:Judge  for: two"]
+    sent = {user_text(r.body): r.body["max_tokens"] for r in peer.chat_requests()}
+    assert sent == {"Judge  for: one": 1, "Judge  for: two": 64}
+
+
+def test_a_critic_on_the_server_parses_the_answer(peer):
+    peer.answer = T2I_FULL
+    critic = Critic(backend=backend(peer), max_pixels=32 * 32)
+    [crit] = critic.critique([Image.new("RGB", (64, 64), (9, 9, 9))], "a red cat with a HELLO sign", OPTS)
+    assert {k: crit.score(k) for k in T2I_FULL_SCORES} == T2I_FULL_SCORES
+    url = peer.chat_requests()[0].body["messages"][0]["content"]
+    img = next(Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",", 1)[1])))
+               for p in url if p["type"] == "image_url")
+    assert img.width * img.height <= 32 * 32   # max_pixels applied before upload
+
+
+# -- vLLM sleep mode -------------------------------------------------------------------------------------
+
+def test_sleep_between_runs_wakes_before_and_sleeps_after(peer):
+    b = backend(peer, sleep_between_runs=True)
+    b.sleep()
+    assert peer.sleeping and b.is_sleeping()
+    peer.requests.clear()
+    b.generate([req("x"), req("y")], OPTS)
+    calls = peer.calls()
+    assert calls[0] == "POST /wake_up" and calls[-1] == "POST /sleep"
+    assert sorted(calls[1:-1]) == ["POST /v1/chat/completions"] * 2
+    assert peer.requests[-1].query == {"level": ["1"]}
+    assert peer.sleeping
+
+
+def test_sleep_follows_a_failed_run_too(peer):
+    b = backend(peer, model="missing", sleep_between_runs=True)
+    with pytest.raises(ModelNotServed):
+        b.generate([req()], OPTS)
+    assert peer.calls()[0] == "POST /wake_up" and peer.calls()[-1] == "POST /sleep" and peer.sleeping
+
+
+def test_sleep_mode_off_keeps_the_endpoints_untouched(peer):
+    backend(peer).generate([req()], OPTS)
+    assert peer.calls() == ["POST /v1/chat/completions"]
+
+
+def test_missing_sleep_endpoints_explain_how_to_start_vllm():
+    with FakeOpenAI(sleep_mode=False) as p:
+        with pytest.raises(ServerError, match=r"/sleep endpoint.*--enable-sleep-mode.*VLLM_SERVER_DEV_MODE=1"):
+            backend(p).sleep()
+        with pytest.raises(ServerError, match="/wake_up endpoint"):
+            backend(p, sleep_between_runs=True).generate([req()], OPTS)
+
+
+# -- a real peer: transformers serve with the tiny critic ---------------------------------------------------
+
+SPECIAL = re.compile(r"<\|(?:endoftext|im_start|im_end|vision_start|vision_end|image_pad|video_pad)\|>")
+
+
+@pytest.fixture(scope="session")
+def tf_serve(tiny_models_dir):
+    from tests.comfy_server import ARTIFACTS_DIR
+    from tests.fixtures.transformers_serve import TransformersServe, serving_available
+    if not serving_available():
+        pytest.fail("transformers serve needs `pip install 'transformers[serving]'` (scripts/setup_env.sh --test)",
+                    pytrace=False)
+    log = ARTIFACTS_DIR / f"transformers-serve-{os.getpid()}.log"
+    server = TransformersServe(tiny_models_dir / "tiny-qwen3vl", log)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _plain(text: str) -> str:
+    return SPECIAL.sub("", text).strip()
+
+
+def _images() -> list[Image.Image]:
+    rng = np.random.default_rng(3)
+    return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in ((96, 64), (50, 120))]
+
+
+def test_greedy_parity_with_the_in_process_backend(tf_serve, qwen3_critic):
+    """Same tiny checkpoint, images, template and greedy decoding: the same answer.
+
+    What legitimately differs is only the text post-processing of transformers serve: its Qwen response
+    parser decodes with special tokens kept (it looks for <think>/<tool_call> markers), ends the content at
+    <|im_end|> and strips surrounding whitespace; the in-process backend skips special tokens and keeps
+    whitespace. A random-weight model does emit special tokens such as <|im_start|> mid-answer, so both sides
+    are compared without special tokens and outer whitespace; every other character must match.
+    """
+    opts = GenerationOptions(max_new_tokens=24, temperature=0.0, seed=0)
+    server = Critic(backend=OpenAIServerBackend(tf_serve.url, tf_serve.model, max_concurrency=2, timeout_s=60),
+                    max_pixels=qwen3_critic.max_pixels)
+    items = [Item(Task.T2I, "pointwise", "a red cat holding a sign", (img,)) for img in _images()]
+    remote = server.run(items, opts)
+    local = [qwen3_critic.run([it], opts)[0] for it in items]   # one at a time: no padding in play
+    assert [_plain(r) for r in remote] == [_plain(a) for a in local]
+    assert local[0] != local[1] and all(local)   # the image matters, and something was written
+
+    # the server built the same prompt: same number of prompt tokens (chat template + image tokens)
+    import requests
+    request = qwen3_critic.build(items[1])
+    body = chat_body(request, opts, tf_serve.model, max_tokens=1)
+    usage = requests.post(tf_serve.url + "/chat/completions", json=body, timeout=60).json()["usage"]
+    assert usage["prompt_tokens"] == qwen3_critic.backend.encode([request])["input_ids"].shape[1]
+
+
+def test_real_server_wrong_model_and_forced_answer(tf_serve):
+    b = OpenAIServerBackend(tf_serve.url, "RationalRewards-8B-T2I", timeout_s=60)
+    with pytest.raises(ModelNotServed) as exc:   # transformers serve answers 400 "Server is pinned to ..."
+        b.generate([req()], OPTS)
+    assert tf_serve.model in str(exc.value)
+    b.model = ""
+    assert b.check() == tf_serve.model
+    assert b.generate([req()], OPTS, forced=["## Score: 3"]) == ["## Score: 3"]
