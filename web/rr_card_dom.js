@@ -1,0 +1,330 @@
+// Critique card DOM builders: plain functions from a node's UI payload to DOM elements.
+//
+// Every value shown comes from the payload the node sent (the same parsed numbers its outputs
+// carry); nothing is scored or re-aggregated here. Critique text is model output, so every
+// string goes in through textContent — never innerHTML — and cannot inject markup.
+
+const STATUS_OK = "ok";
+const STATUS_NA = "n/a";
+
+/** Element with optional class and text (text is set with textContent: never parsed as HTML). */
+export function el(tag, cls, text) {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+}
+
+function append(parent, ...children) {
+    for (const child of children) if (child) parent.appendChild(child);
+    return parent;
+}
+
+/** A 1–4 score as text: "3.50", "N/A", or "unreadable" (status "missing"). */
+export function scoreText(score, status) {
+    if (status === STATUS_NA) return "N/A";
+    if (status !== STATUS_OK || typeof score !== "number") return "unreadable";
+    return score.toFixed(2);
+}
+
+/** Overall reward (0–1) as text; null means the node could not aggregate (a score was unreadable). */
+export function overallText(overall) {
+    return typeof overall === "number" ? overall.toFixed(3) : "n/a";
+}
+
+function level(score) {  // colour band only; 4 = no problem, 3 = minor, 2 = clear, 1 = severe
+    return score >= 3 ? "good" : score >= 2 ? "fair" : "poor";
+}
+
+/** A horizontal bar for a 1–4 score (N/A and unreadable get an empty, labelled track). */
+function scoreBar(score, status) {
+    const bar = el("div", "rr-bar");
+    const fill = append(bar, el("div", "rr-bar-fill")).lastChild;
+    if (status === STATUS_OK && typeof score === "number") {
+        fill.style.width = `${Math.max(0, Math.min(1, (score - 1) / 3)) * 100}%`;
+        fill.dataset.level = level(score);
+    } else {
+        fill.style.width = "0%";
+        bar.classList.add(status === STATUS_NA ? "rr-bar-na" : "rr-bar-missing");
+    }
+    return bar;
+}
+
+function overallBar(overall) {
+    const bar = el("div", "rr-bar rr-bar-overall");
+    const fill = append(bar, el("div", "rr-bar-fill")).lastChild;
+    if (typeof overall === "number") {
+        fill.style.width = `${Math.max(0, Math.min(1, overall)) * 100}%`;
+        fill.dataset.level = level(1 + 3 * overall);
+    } else {
+        fill.style.width = "0%";
+        bar.classList.add("rr-bar-missing");
+    }
+    return bar;
+}
+
+/** Copy-to-clipboard button; falls back to a hidden textarea where the Clipboard API is refused. */
+export function copyButton(text, label = "Copy") {
+    const button = el("button", "rr-copy", label);
+    button.type = "button";
+    button.title = "Copy to the clipboard";
+    button.addEventListener("click", async (event) => {
+        event.stopPropagation();
+        let ok = false;
+        try {
+            await navigator.clipboard.writeText(text);
+            ok = true;
+        } catch {
+            const area = el("textarea");
+            area.value = text;
+            area.style.position = "fixed";
+            area.style.opacity = "0";
+            document.body.appendChild(area);
+            area.select();
+            try { ok = document.execCommand("copy"); } catch { ok = false; }
+            area.remove();
+        }
+        button.textContent = ok ? "Copied" : "Copy failed";
+        button.dataset.copied = ok ? "1" : "0";
+        setTimeout(() => { button.textContent = label; }, 1500);
+    });
+    return button;
+}
+
+function warningsBlock(warnings) {
+    if (!warnings || !warnings.length) return null;
+    const box = el("div", "rr-warnings");
+    box.setAttribute("role", "alert");
+    append(box, el("div", "rr-warnings-title", "Could not read everything"));
+    const list = append(box, el("ul")).lastChild;
+    for (const w of warnings) append(list, el("li", "rr-warning", w));
+    return box;
+}
+
+function textSection(cls, label, text) {
+    if (!text) return null;
+    const section = el("div", cls);
+    append(section, el("span", "rr-label", label), el("span", "rr-text", text));
+    return section;
+}
+
+function justification(text) {
+    if (!text) return null;
+    const details = el("details", "rr-just");
+    append(details, el("summary", null, "Justification"), el("div", "rr-just-text", text));
+    return details;
+}
+
+/** The refined prompt with its copy button. */
+function refinedBlock(text, label = "Refined prompt") {
+    if (!text) return null;
+    const block = el("div", "rr-refined-block");
+    const head = append(block, el("div", "rr-row")).lastChild;
+    append(head, el("span", "rr-label", label), copyButton(text));
+    append(block, el("div", "rr-refined", text));
+    return block;
+}
+
+/** One pointwise critique (Critique.to_dict() + prompt). */
+export function critiqueView(c) {
+    const root = el("div", "rr-critique");
+    root.dataset.task = c.task || "";
+    append(root, warningsBlock(c.warnings));
+    const dims = append(root, el("div", "rr-dims")).lastChild;
+    for (const d of c.dimensions || []) {
+        const row = append(dims, el("div", "rr-dim")).lastChild;
+        row.dataset.key = d.key;
+        row.dataset.status = d.status;
+        const head = append(row, el("div", "rr-row")).lastChild;
+        append(head, el("span", "rr-dim-title", d.title), el("span", "rr-dim-score", scoreText(d.score, d.status)));
+        if (d.status !== STATUS_OK && d.raw_score) head.title = `The critic wrote: ${d.raw_score}`;
+        append(row, scoreBar(d.score, d.status), justification(d.justification));
+    }
+    const overall = append(root, el("div", "rr-overall-row")).lastChild;
+    const head = append(overall, el("div", "rr-row")).lastChild;
+    append(head, el("span", "rr-label", "Overall (0–1)"), el("span", "rr-overall", overallText(c.overall)));
+    append(overall, overallBar(c.overall));
+    append(root, textSection("rr-summary", "Summary", c.summary),
+           textSection("rr-comments", "Refinement comments", c.refinement_comments),
+           refinedBlock(c.refined_request));
+    return root;
+}
+
+function cardShell(kind, title) {
+    const card = el("div", "rr-card");
+    card.dataset.rrKind = kind;
+    append(card, el("div", "rr-card-title", title));
+    return card;
+}
+
+/** RR_CritiqueImage / RR_CritiqueEdit: one section per critiqued image. */
+export function renderCritiques(list) {
+    const card = cardShell("critique", list.length > 1 ? `Critique · ${list.length} images` : "Critique");
+    list.forEach((c, i) => {
+        if (list.length > 1) append(card, el("div", "rr-subtitle", `Image ${i + 1}`));
+        append(card, critiqueView(c));
+    });
+    return card;
+}
+
+function winnerText(w) {
+    return w === "A" || w === "B" ? `Image ${w}` : w === "tie" ? "tie" : "undecided";
+}
+
+function totalText(t) {
+    return typeof t === "number" ? t.toFixed(2) : "n/a";
+}
+
+/** RR_Compare: overall winner, totals, and the winner per dimension. */
+export function renderCompare(list) {
+    const card = cardShell("compare", "Compare A / B");
+    for (const p of list) {
+        const root = append(card, el("div", "rr-compare")).lastChild;
+        root.dataset.winner = p.winner;
+        append(root, warningsBlock(p.warnings));
+        const head = append(root, el("div", "rr-row rr-compare-head")).lastChild;
+        append(head, el("span", "rr-label", "Winner"), el("span", "rr-compare-winner", winnerText(p.winner)));
+        const totals = append(root, el("div", "rr-row rr-totals")).lastChild;
+        append(totals, el("span", "rr-label", "Total A"), el("span", "rr-total-a", totalText(p.total_a)),
+               el("span", "rr-label", "Total B"), el("span", "rr-total-b", totalText(p.total_b)));
+        for (const d of p.dimensions || []) {
+            const row = append(root, el("div", "rr-pair-dim")).lastChild;
+            row.dataset.key = d.key;
+            row.dataset.winner = d.winner;
+            const top = append(row, el("div", "rr-row")).lastChild;
+            append(top, el("span", "rr-dim-title", d.title),
+                   el("span", `rr-winner rr-winner-${d.winner === "tie" || d.winner === "undecided" ? "none" : d.winner}`,
+                      winnerText(d.winner)));
+            for (const side of ["a", "b"]) {
+                const s = d[side] || {status: "missing"};
+                const line = append(row, el("div", `rr-side rr-side-${side}`)).lastChild;
+                if (d.winner === side.toUpperCase()) line.classList.add("rr-side-won");
+                append(line, el("span", "rr-side-label", side.toUpperCase()), scoreBar(s.score, s.status),
+                       el("span", `rr-score-${side}`, scoreText(s.score, s.status)));
+            }
+            append(row, justification(d.justification));
+        }
+        append(root, textSection("rr-summary", "Summary", p.summary));
+    }
+    return card;
+}
+
+/** RR_Rank: thumbnails in the order the node sorted them (best first), each with its critique. */
+export function renderRank(list, images, imageUrl) {
+    const card = cardShell("rank", "Ranked candidates");
+    let offset = 0;
+    for (const r of list) {
+        const rows = r.rows || [];
+        const grid = append(card, el("div", "rr-thumbs")).lastChild;
+        const details = el("div", "rr-rank-details");
+        rows.forEach((row, i) => {
+            const crit = (r.critiques || [])[i];
+            const ref = images ? images[offset + i] : null;
+            const cell = append(grid, el("figure", "rr-thumb")).lastChild;
+            cell.dataset.rank = row.rank;
+            cell.dataset.index = row.index;
+            if (ref) {
+                const img = el("img");
+                img.alt = `rank ${row.rank}, input ${row.index}`;
+                img.src = imageUrl(ref);
+                img.dataset.filename = ref.filename;
+                append(cell, img);
+            }
+            const cap = append(cell, el("figcaption")).lastChild;
+            append(cap, el("span", "rr-thumb-rank", `#${row.rank}`),
+                   el("span", "rr-thumb-index", `input ${row.index}`),
+                   el("span", "rr-thumb-overall", overallText(row.overall)));
+            if (row.warnings) append(cap, el("span", "rr-thumb-warn", "⚠"));
+            if (crit) {
+                const d = append(details, el("details", "rr-rank-critique")).lastChild;
+                d.dataset.rank = row.rank;
+                append(d, el("summary", null, `#${row.rank} · input ${row.index} · overall ${overallText(row.overall)}`),
+                       critiqueView(crit));
+            }
+        });
+        offset += rows.length;
+        append(card, details);
+    }
+    return card;
+}
+
+/** Word-level diff of two prompts (display only): [{op: "same"|"add"|"del", text}]. */
+export function diffWords(before, after) {
+    const a = before ? before.split(/(\s+)/) : [];
+    const b = after ? after.split(/(\s+)/) : [];
+    if (a.length * b.length > 250000) return [{op: "del", text: before}, {op: "add", text: after}];
+    const lcs = Array.from({length: a.length + 1}, () => new Uint16Array(b.length + 1));
+    for (let i = a.length - 1; i >= 0; i--)
+        for (let j = b.length - 1; j >= 0; j--)
+            lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+    const out = [];
+    const push = (op, text) => {
+        const last = out[out.length - 1];
+        if (last && last.op === op) last.text += text; else out.push({op, text});
+    };
+    let i = 0, j = 0;
+    while (i < a.length && j < b.length) {
+        if (a[i] === b[j]) { push("same", a[i]); i++; j++; }
+        else if (lcs[i + 1][j] >= lcs[i][j + 1]) push("del", a[i++]);
+        else push("add", b[j++]);
+    }
+    while (i < a.length) push("del", a[i++]);
+    while (j < b.length) push("add", b[j++]);
+    return out;
+}
+
+function promptDiff(before, after) {
+    const box = el("div", "rr-prompt");
+    if (before === null) {
+        box.textContent = after;
+        return box;
+    }
+    for (const part of diffWords(before, after)) {
+        append(box, el(part.op === "add" ? "ins" : part.op === "del" ? "del" : "span", null, part.text));
+    }
+    return box;
+}
+
+/** RR_RefineLoopEnd: every round's prompt (diff against the round before), seed and scores. */
+export function renderLoop(list) {
+    const card = cardShell("loop", "Refine loop");
+    for (const h of list) {
+        const rounds = h.rounds || [];
+        const root = append(card, el("div", "rr-loop")).lastChild;
+        root.dataset.final = h.stop_reason ? "1" : "0";
+        const head = append(root, el("div", "rr-row")).lastChild;
+        append(head, el("span", "rr-label", `${rounds.length} round${rounds.length === 1 ? "" : "s"}`),
+               el("span", "rr-loop-best", h.best === null || h.best === undefined ? "no readable round"
+                  : `best: round ${h.best}`));
+        append(root, h.stop_reason ? textSection("rr-stop", "Stopped", h.stop_reason)
+                                   : el("div", "rr-stop rr-running", "running…"));
+        const titles = h.titles || {};
+        rounds.forEach((r, i) => {
+            const box = append(root, el("div", "rr-round")).lastChild;
+            box.dataset.round = r.index;
+            if (r.index === h.best) box.classList.add("rr-round-best");
+            const top = append(box, el("div", "rr-row")).lastChild;
+            append(top, el("span", "rr-round-title", `Round ${r.index}`),
+                   r.index === h.best ? el("span", "rr-badge rr-badge-best", "best") : null,
+                   r.good ? el("span", "rr-badge rr-badge-good", "meets rule") : null,
+                   el("span", "rr-round-seed", `seed ${r.seed}`),
+                   el("span", "rr-round-overall", overallText(r.overall)));
+            const statuses = (h.statuses || [])[i] || {};
+            const chips = append(box, el("div", "rr-chips")).lastChild;
+            for (const [key, score] of Object.entries(r.scores || {})) {
+                const status = statuses[key] || (typeof score === "number" ? STATUS_OK : "missing");
+                const chip = append(chips, el("span", "rr-chip")).lastChild;
+                chip.dataset.key = key;
+                chip.dataset.status = status;
+                append(chip, el("span", "rr-chip-title", titles[key] || key),
+                       el("span", "rr-chip-score", scoreText(score, status)));
+            }
+            append(box, promptDiff(i > 0 ? rounds[i - 1].prompt : null, r.prompt));
+            if (r.warnings && r.warnings.length) append(box, warningsBlock(r.warnings));
+            if (r.note) append(box, el("div", "rr-note", `next prompt: ${r.note}`));
+        });
+        const best = h.best !== null && h.best !== undefined ? rounds[h.best] : null;
+        if (best) append(root, refinedBlock(best.prompt, "Best prompt"));
+    }
+    return card;
+}
