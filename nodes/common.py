@@ -17,10 +17,12 @@ from comfy_api.latest import io
 
 from ..models import Critique
 from ..models.backends.base import GenerationInterrupted, GenerationOptions
+from ..models.backends.openai_server import ServerError
 from ..models.critic import Critic, CritiqueInputError
 from ..models.images import ImageError
 from ..models.loader import CheckpointNotFound
 from ..models.rubric import WEIGHT_PRESETS
+from . import residency
 
 CATEGORY = "RationalRewards"
 MODEL_FOLDER = "rationalrewards"
@@ -71,7 +73,7 @@ def user_errors(node: str) -> Iterator[None]:
     except GenerationInterrupted:
         comfy.model_management.throw_exception_if_processing_interrupted()
         raise
-    except (CritiqueInputError, ImageError, CheckpointNotFound) as e:
+    except (CritiqueInputError, ImageError, CheckpointNotFound, ServerError) as e:
         raise fail(node, str(e)) from None
 
 
@@ -137,6 +139,14 @@ def run_kwargs(critic: Critic, items: int, options: GenerationOptions) -> dict:
     generations = -(-items // batch)
     return {"progress": TokenProgress(generations, options.max_new_tokens),
             "should_stop": comfy.model_management.processing_interrupted}
+
+
+def resident(critic: Critic, options: GenerationOptions, items: int, *images: torch.Tensor | None):
+    """``with resident(critic, options, n, image[, image2]):`` around a node's generation: ComfyUI's memory
+    manager puts the critic on its device (evicting what it must) and takes it back afterwards unless
+    'keep_loaded'. ``images`` are the IMAGE inputs one item combines (they size the KV-cache headroom)."""
+    pixels = sum(int(t.shape[-3]) * int(t.shape[-2]) for t in images if isinstance(t, torch.Tensor))
+    return residency.resident(critic, options, items, pixels)
 
 
 def check_critic(critic: object, node: str) -> Critic:

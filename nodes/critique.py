@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..models.critique import Critique
 from ..models.rubric import Task, dimensions_for
 from .common import (CATEGORY, CriticType, CritiqueSet, CritiqueType, check_critic, fail, generation_inputs,
-                     options_from, run_kwargs, to_pil_list, user_errors, weights_input)
+                     options_from, resident, run_kwargs, to_pil_list, user_errors, weights_input)
 
 
 def score_outputs(task: Task) -> list:
@@ -64,7 +64,8 @@ class CritiqueImage(io.ComfyNode):
         with user_errors(node):
             images = to_pil_list(image, node)
             options = options_from(max_new_tokens, temperature, seed)
-            crits = critic.critique(images, prompt, options, **run_kwargs(critic, len(images), options))
+            with resident(critic, options, len(images), image):
+                crits = critic.critique(images, prompt, options, **run_kwargs(critic, len(images), options))
         prompts = [prompt] * len(crits)
         data = CritiqueSet(crits, prompts, weights, images=image)
         return critique_outputs(crits, prompts, weights, Task.T2I, data)
@@ -106,8 +107,9 @@ class CritiqueEdit(io.ComfyNode):
                 raise fail(node, f"source has {len(sources)} images but edited has {len(edits)}; give one source "
                                  "for all edits, or exactly one source per edited image")
             options = options_from(max_new_tokens, temperature, seed)
-            crits = critic.critique(edits, instruction, options, sources=sources,
-                                    **run_kwargs(critic, len(edits), options))
+            with resident(critic, options, len(edits), source, edited):
+                crits = critic.critique(edits, instruction, options, sources=sources,
+                                        **run_kwargs(critic, len(edits), options))
         prompts = [instruction] * len(crits)
         data = CritiqueSet(crits, prompts, weights, images=edited, sources=source)
         return critique_outputs(crits, prompts, weights, Task.EDIT, data)

@@ -4,9 +4,10 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import io
 
-from ..models.backends.transformers_backend import available_attention
+from ..models.backends.transformers_backend import DTYPES, available_attention, pick_dtype
 from ..models.loader import KNOWN_CRITICS, list_local, load_critic
 from ..models.script import AnswerScript
+from . import residency
 from .common import CATEGORY, CriticType, check_critic, fail, model_dirs, user_errors
 
 NODE = "RR Load Critic"
@@ -39,7 +40,8 @@ class LoadCritic(io.ComfyNode):
                                          "only). Off: work offline and report what is missing."),
                 io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
                                tooltip="auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."),
-                io.Combo.Input("device", options=["auto", "cuda", "cpu"], default="auto"),
+                io.Combo.Input("device", options=["auto", "cuda", "cpu"], default="auto",
+                               tooltip="auto: ComfyUI's GPU when there is one, else the CPU."),
                 io.Combo.Input("attention", options=available_attention(), default="sdpa",
                                tooltip="flash_attention_2 is listed only when the flash-attn package is installed."),
                 io.Int.Input("max_pixels", default=0, min=0, max=16_777_216, step=1024,
@@ -47,19 +49,33 @@ class LoadCritic(io.ComfyNode):
                                      "0 keeps the checkpoint processor's own limit."),
                 io.Int.Input("batch_size", default=4, min=1, max=64,
                              tooltip="How many images one generation call critiques at once."),
+                io.Boolean.Input("keep_loaded", default=False, optional=True,
+                                 tooltip="Off: the critic's VRAM goes back to ComfyUI after each critique node "
+                                         "(it reloads from pinned RAM in well under a second). On: it stays on the "
+                                         "GPU between critiques; ComfyUI still evicts it if a generator needs the "
+                                         "memory."),
             ],
             outputs=[CriticType.Output(display_name="critic")],
         )
 
     @classmethod
     def execute(cls, checkpoint: str, allow_download: bool, dtype: str, device: str, attention: str,
-                max_pixels: int, batch_size: int, custom_id: str = "") -> io.NodeOutput:
+                max_pixels: int, batch_size: int, keep_loaded: bool = False, custom_id: str = "") -> io.NodeOutput:
         name = (custom_id or "").strip() or checkpoint
         bar = comfy.utils.ProgressBar(100)
+        try:
+            target = residency.compute_device(device)
+        except RuntimeError as e:
+            raise fail(NODE, str(e)) from None
+        # Weights load into RAM (the offload device) in the dtype of the compute device; ComfyUI's memory
+        # manager moves them when a critique runs (nodes/residency.py).
+        dtype = next(k for k, v in DTYPES.items() if v == pick_dtype(dtype, target))
         with user_errors(NODE):
-            critic = load_critic(name, model_dirs(), allow_download=allow_download, dtype=dtype, device=device,
+            critic = load_critic(name, model_dirs(), allow_download=allow_download, dtype=dtype,
+                                 device=residency.offload_device(target).type,
                                  attention=attention, max_pixels=max_pixels or None, batch_size=batch_size,
                                  progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
+        residency.attach(critic.backend, target, keep_loaded=keep_loaded)
         return io.NodeOutput(critic)
 
 

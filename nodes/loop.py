@@ -192,7 +192,10 @@ class RefineLoopEnd(io.ComfyNode):
         critiques = loop["critiques"] + [critique]
         reason = history.decide_stop(rule, refinement.prompt if refinement.used_refined else None, seed)
         history.stop_reason = reason
-        ui = {"rr_loop": [json.loads(history.to_json())]}
+        # the card shows titles and tells N/A from unreadable (both are None in the round scores)
+        ui = {"rr_loop": [json.loads(history.to_json()) | {
+            "titles": {k: BY_KEY[k].title for k in critique.dimensions},
+            "statuses": [{k: d.status.value for k, d in c.dimensions.items()} for c in critiques]}]}
         if not reason:
             state = {"original": loop["original"], "prompt": refinement.prompt, "seed": seed,
                      "round": rnd.index + 1, "history": history.to_json(), "images": images,

@@ -10,7 +10,7 @@ from comfy_api.latest import io, ui
 from ..models.critic import rank
 from ..models.rubric import dimensions_for, Task
 from .common import (CATEGORY, CriticType, CritiqueSet, CritiqueType, check_critic, fmt, generation_inputs,
-                     options_from, run_kwargs, to_pil_list, user_errors, weights_input)
+                     options_from, resident, run_kwargs, to_pil_list, user_errors, weights_input)
 
 NODE = "RR Rank"
 
@@ -51,7 +51,8 @@ class Rank(io.ComfyNode):
         with user_errors(NODE):
             pils = to_pil_list(images, NODE, "images")
             options = options_from(max_new_tokens, temperature, seed)
-            crits = critic.critique(pils, prompt, options, **run_kwargs(critic, len(pils), options))
+            with resident(critic, options, len(pils), images):
+                crits = critic.critique(pils, prompt, options, **run_kwargs(critic, len(pils), options))
         ranked = rank(crits, weights)
         order = torch.tensor([r.index for r in ranked], dtype=torch.long)
         batch = images if images.ndim == 4 else images.unsqueeze(0)

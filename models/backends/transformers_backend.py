@@ -2,22 +2,37 @@
 
 Sampling is done by a logits processor with one seeded ``torch.Generator`` per
 request, so a seed reproduces a critique and the global RNG is never touched.
+
+Decoding modes (``TransformersBackend.decoding``): ``plain`` is transformers' default
+``generate`` (dynamic KV cache, eager forward); ``static`` preallocates the KV cache;
+``compiled`` adds ``torch.compile`` (CUDA graphs) of the decoding step on top, which removes
+most per-token Python/launch overhead on a GPU. ``auto`` picks ``compiled`` on CUDA when Triton
+is installed and ``plain`` everywhere else, so CPU behaviour never changes. Greedy results are
+the same in every mode (tests check it on CPU). If compiling fails, the backend falls back to
+``plain`` for the rest of the session and says so in the log.
 """
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import (AutoModelForImageTextToText, AutoProcessor, GenerationConfig, LogitsProcessor,
-                          LogitsProcessorList, StoppingCriteria, StoppingCriteriaList)
+from transformers import (AutoModelForImageTextToText, AutoProcessor, CompileConfig,
+                          GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
+                          StoppingCriteriaList)
+
+from transformers.image_processing_backends import TorchvisionBackend
 
 from ..prompting import ChatRequest
 from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
+DECODING = ("auto", "plain", "static", "compiled")
+log = logging.getLogger("RationalRewards")
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -104,10 +119,15 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, model, processor, batch_size: int = 4, source: str = ""):
+    def __init__(self, model, processor, batch_size: int = 4, source: str = "", decoding: str = "auto"):
+        if decoding not in DECODING:
+            raise ValueError(f"decoding must be one of {DECODING}; got {decoding!r}")
         self.model, self.processor = model, processor
         self.batch_size = batch_size
         self.source = source
+        self.decoding = decoding
+        self.compile_config: CompileConfig | None = None   # None: CompileConfig(fullgraph=False)
+        self.residency = None   # set by the ComfyUI side (nodes/residency.py); the core never reads it
         tok = self.tokenizer
         tok.padding_side = "left"
         eos = model.generation_config.eos_token_id
@@ -120,7 +140,7 @@ class TransformersBackend:
 
     @classmethod
     def load(cls, path: str | Path, dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
-             batch_size: int = 4) -> "TransformersBackend":
+             batch_size: int = 4, decoding: str = "auto") -> "TransformersBackend":
         """Load from a local folder. Never runs code from the folder; reads safetensors only."""
         path = Path(path)
         if not any(path.glob("*.safetensors")):
@@ -136,7 +156,7 @@ class TransformersBackend:
             path, dtype=pick_dtype(dtype, dev), attn_implementation=attention, trust_remote_code=False,
             use_safetensors=True, local_files_only=True)
         model.eval().to(dev)
-        return cls(model, processor, batch_size=batch_size, source=str(path))
+        return cls(model, processor, batch_size=batch_size, source=str(path), decoding=decoding)
 
     @property
     def device(self) -> torch.device:
@@ -150,10 +170,19 @@ class TransformersBackend:
         return msgs + [{"role": "user", "content": content}]
 
     def encode(self, requests: Sequence[ChatRequest]) -> dict:
+        """Token ids, masks and pixel values of a batch, left-padded, from the checkpoint's own processor.
+
+        On CUDA a torchvision-backed image processor resizes and normalises on the GPU, which takes
+        most of the per-critique CPU overhead off the host.
+        """
         texts = [self.processor.apply_chat_template(self._messages(r), add_generation_prompt=True, tokenize=False)
                  for r in requests]
         images = [img for r in requests for img in r.images]
-        return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
+        extra = {}
+        if images and self.device.type == "cuda" and isinstance(getattr(self.processor, "image_processor", None),
+                                                                 TorchvisionBackend):
+            extra["device"] = str(self.device)
+        return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt", **extra)
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], options: GenerationOptions, *,
@@ -181,10 +210,41 @@ class TransformersBackend:
                        for f in forced]
             processors.append(ForcedAnswers(targets, prompt_len, self.eos_id))
         watch = _Watch(prompt_len, options.max_new_tokens, progress, should_stop)
-        config = GenerationConfig(max_new_tokens=options.max_new_tokens, do_sample=False,
-                                  eos_token_id=self.eos_id, pad_token_id=self.pad_id)
-        out = self.model.generate(**inputs, generation_config=config, logits_processor=processors,
-                                  stopping_criteria=StoppingCriteriaList([watch]))
+        mode = self.decoding_mode()
+        try:
+            out = self.model.generate(**inputs, generation_config=self.generation_config(options, mode),
+                                      logits_processor=processors, stopping_criteria=StoppingCriteriaList([watch]))
+        except (GenerationInterrupted, torch.OutOfMemoryError, KeyboardInterrupt):
+            raise
+        except Exception as e:   # a compiler missing or failing on this machine must not fail the critique
+            if mode != "compiled" or watch.stopped:
+                raise
+            log.warning("RationalRewards: compiled decoding failed (%s: %s); using plain decoding from now on",
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            self.decoding = "plain"
+            return self._generate_batch(requests, forced, options, progress, should_stop)
         if watch.stopped:
             raise GenerationInterrupted("critique generation was interrupted")
         return self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+
+    def decoding_mode(self) -> str:
+        """The mode this call uses: ``auto`` resolves by device (compiled needs CUDA and Triton)."""
+        if self.decoding != "auto":
+            return self.decoding
+        if self.device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+            return "compiled"
+        return "plain"
+
+    def generation_config(self, options: GenerationOptions, mode: str = "plain") -> GenerationConfig:
+        # Fields left unset would be filled from the checkpoint's generation_config.json (e.g. Qwen2.5-VL's
+        # repetition_penalty=1.05, top_k/top_p/temperature), silently changing greedy decoding: pin them
+        # to neutral values. Sampling is SeededSampler's job.
+        extra: dict = {"disable_compile": mode != "compiled"}   # transformers auto-compiles static caches on CUDA
+        if mode in ("static", "compiled"):
+            extra["cache_implementation"] = "static"
+        if mode == "compiled":
+            extra["compile_config"] = self.compile_config or CompileConfig(fullgraph=False)
+        return GenerationConfig(max_new_tokens=options.max_new_tokens, do_sample=False, num_beams=1,
+                                eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+                                temperature=1.0, top_k=50, top_p=1.0, typical_p=1.0, repetition_penalty=1.0,
+                                no_repeat_ngram_size=0, min_new_tokens=0, **extra)

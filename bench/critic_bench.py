@@ -1,0 +1,392 @@
+#!/usr/bin/env python3
+"""Critic speed and memory benchmark (issue #5): plain transformers ``generate`` against the pack's path,
+measured in the same run.
+
+  python bench/critic_bench.py            GPU: a Qwen3-VL-8B-shaped critic (random weights, bf16, built on
+                                          the GPU), a 1024x1024 image, 384 new tokens
+  python bench/critic_bench.py --cpu      the tiny critic on CPU: CPU overhead per critique (templating,
+                                          image prep, decoding the answer, parsing) and small-model timings
+  python bench/critic_bench.py --dry-run  the GPU mode's steps on a tiny config on CPU (checks the logic;
+                                          its timings mean nothing)
+
+Prints one JSON object; ``--json PATH`` also writes it. Needs only torch + transformers (+ tokenizers):
+the core is imported from ``models/`` and the offload mechanics from ``nodes/residency.py`` by path, so it
+runs on a machine without ComfyUI or the editable install.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))          # tests.fixtures.tiny_critic: the offline tokenizer corpus
+
+import torch  # noqa: E402
+
+# Qwen/Qwen3-VL-8B-Instruct config.json (text and vision towers)
+SHAPES = {
+    "8b": dict(text=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                         num_key_value_heads=8, head_dim=128, max_position_embeddings=262144,
+                         rope_parameters={"rope_type": "default", "rope_theta": 5000000.0,
+                                          "mrope_section": [24, 20, 20], "mrope_interleaved": True}),
+               vision=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=4096,
+                           num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24],
+                           hidden_act="gelu_pytorch_tanh"),
+               vocab=151936),
+    "tiny": dict(text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=16, max_position_embeddings=16384,
+                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                            "mrope_section": [4, 2, 2], "mrope_interleaved": True}),
+                 vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
+                             spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64,
+                             num_position_embeddings=64, deepstack_visual_indexes=[0, 1]),
+                 vocab=None),
+}
+
+
+def import_core():
+    """``rationalrewards`` (models/): the editable install, or the folder loaded as that package."""
+    try:
+        import rationalrewards  # noqa: F401
+    except ImportError:
+        spec = importlib.util.spec_from_file_location("rationalrewards", ROOT / "models" / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT / "models")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["rationalrewards"] = module
+        spec.loader.exec_module(module)
+
+
+def import_residency():
+    spec = importlib.util.spec_from_file_location("rr_residency", ROOT / "nodes" / "residency.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rr_residency"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_processor(max_pixels: int):
+    """Offline byte-level BPE with Qwen's special tokens + Qwen's image processor (patch 16, merge 2)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLProcessor
+
+    from tests.fixtures.tiny_critic import CHAT_TEMPLATE, CORPUS, SPECIAL, _video_proc
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS * 20, trainers.BpeTrainer(
+        vocab_size=600, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                     chat_template=CHAT_TEMPLATE)
+    ip = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32,
+                               max_pixels=max_pixels, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return Qwen3VLProcessor(image_processor=ip, tokenizer=hf_tok, video_processor=_video_proc(),
+                            chat_template=CHAT_TEMPLATE)
+
+
+def build_model(shape: str, processor, device: str, dtype: torch.dtype):
+    """Random weights from the config, allocated directly on ``device`` (8B bf16 on an H100: ~1 s)."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    tok = processor.tokenizer
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
+                                                      "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
+    s = SHAPES[shape]
+    cfg = Qwen3VLConfig(text_config=dict(vocab_size=s["vocab"] or len(tok), **s["text"]), vision_config=s["vision"],
+                        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+                        eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+                        tie_word_embeddings=False)
+    torch.manual_seed(0)           # a benchmark, not a node: the global RNG is ours here
+    with torch.device(device):
+        model = Qwen3VLForConditionalGeneration._from_config(cfg, dtype=dtype, attn_implementation="sdpa")
+    model.eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    return model
+
+
+def cpu_name() -> str:
+    import os
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device="cpu"):
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, out
+
+
+def median_ms(fn, n: int = 20) -> float:
+    fn()
+    xs = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        xs.append(time.perf_counter() - t0)
+    return round(statistics.median(xs) * 1000, 3)
+
+
+class Counter:
+    """Progress hook: how many tokens the last generate call decoded."""
+
+    def __init__(self):
+        self.done = 0
+
+    def __call__(self, done: int, budget: int) -> None:
+        self.done = max(self.done, done)
+
+
+def generate(backend, reqs, opts):
+    c = Counter()
+    out = backend.generate(reqs, opts, progress=c)
+    return out, c.done
+
+
+def noise_image(side: int, seed: int = 0):
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8), "RGB")
+
+
+def comfy_image_to_pil(images: torch.Tensor) -> list:
+    """The arithmetic of nodes/common.to_pil_list (which needs ComfyUI to import)."""
+    from PIL import Image
+    arr = (images.detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype("uint8")
+    return [Image.fromarray(a, "RGB") for a in arr]
+
+
+def cpu_overheads(critic, side: int, new_tokens: int) -> dict:
+    """CPU time per critique outside the model (median ms): prompt + image prep, encoding (text and
+    pixel values; on CUDA the image ops are launched on the GPU), decoding the answer, parsing it."""
+    from rationalrewards.critic import Item
+    from rationalrewards.parser import parse_critique
+    from rationalrewards.rubric import Task
+    from tests.unit.rr_sample_answers import T2I_FULL
+    b = critic.backend
+    img = noise_image(side, seed=1)
+    item = Item(Task.T2I, "pointwise", "a red cat holding a sign that says HELLO", (img,))
+    req = critic.build(item)
+    b.encode([req])                                       # first call checks the fast path once
+    answer_ids = b.tokenizer(T2I_FULL, add_special_tokens=False)["input_ids"]
+    answer_ids = (answer_ids * (new_tokens // max(1, len(answer_ids)) + 1))[:new_tokens]
+    text = b.processor.apply_chat_template(b._messages(req), add_generation_prompt=True, tokenize=False)
+    on_gpu = {"device": str(b.device)} if b.device.type == "cuda" else {}
+    parts = {"of_which_text": median_ms(lambda: b.tokenizer([b.processor.apply_chat_template(
+                 b._messages(req), add_generation_prompt=True, tokenize=False)])),
+             "of_which_image_processor": median_ms(lambda: b.processor.image_processor(
+                 images=[img], return_tensors="pt", **on_gpu)),
+             "processor_reference": median_ms(lambda: b.processor(text=[text], images=[img], padding=True,
+                                                                  return_tensors="pt"), n=5)}
+    frame = torch.rand(1, side, side, 3)                  # a ComfyUI IMAGE
+    out = {"node_tensor_to_pil": median_ms(lambda: comfy_image_to_pil(frame)),
+           "build_prompt_and_image": median_ms(lambda: critic.build(item)),
+           "encode": median_ms(lambda: b.encode([req])),
+           "decode_answer": median_ms(lambda: b.tokenizer.batch_decode([answer_ids], skip_special_tokens=True)),
+           "parse": median_ms(lambda: parse_critique(T2I_FULL))}
+    out["total"] = round(sum(out.values()), 3)
+    out["encode_parts"] = parts
+    out["torch_threads"] = torch.get_num_threads()
+    out["image_side"] = side
+    return out
+
+
+def run(args) -> dict:
+    import_core()
+    import transformers
+    from rationalrewards.backends.base import GenerationOptions
+    from rationalrewards.backends.transformers_backend import TransformersBackend
+    from rationalrewards.critic import Critic, Item
+    from rationalrewards.parser import parse_critique
+    from rationalrewards.rubric import Task
+    res_mod = import_residency()
+
+    gpu = not (args.cpu or args.dry_run)
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("GPU mode needs CUDA; use --cpu (overheads) or --dry-run (logic check)")
+    device = "cuda" if gpu else "cpu"
+    side = args.image or (1024 if not args.dry_run else 64)
+    shape = "8b" if gpu else "tiny"
+    dtype = torch.bfloat16 if gpu else torch.float32
+    processor = build_processor(max_pixels=max(side * side, 64 * 64))
+    t_build, model = timed(lambda: build_model(shape, processor, device, dtype), device)
+    pack_mode = "auto" if gpu else ("compiled" if args.dry_run else "static")
+
+    def backend(decoding: str, batch_size: int = 1) -> TransformersBackend:
+        b = TransformersBackend(model, processor, batch_size=batch_size, decoding=decoding)
+        if args.dry_run and decoding == "compiled":     # exercise torch.compile without a GPU toolchain
+            from transformers import CompileConfig
+            b.compile_config = CompileConfig(fullgraph=False, backend="eager", mode=None)
+            b.compile_config._compile_all_devices = True
+        return b
+
+    plain, pack = backend("plain"), backend(pack_mode)
+    critic = Critic(backend=pack)
+    img = noise_image(side)
+    req = critic.build(Item(Task.T2I, "pointwise", "a red cat holding a sign that says HELLO", (img,)))
+    prompt_tokens = int(pack.encode([req])["input_ids"].shape[1])
+    n = args.tokens or (384 if gpu else 64 if args.cpu else 24)
+    opts = GenerationOptions(max_new_tokens=n, temperature=0)
+    result: dict = {
+        "mode": "gpu" if gpu else ("dry-run" if args.dry_run else "cpu"),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if gpu else cpu_name(),
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "shape": shape, "dtype": str(dtype).replace("torch.", ""), "params_b": round(
+            sum(p.numel() for p in model.parameters()) / 1e9, 3),
+        "build_s": round(t_build, 2), "image_side": side, "prompt_tokens": prompt_tokens, "new_tokens": n,
+        "pack_decoding": pack.decoding_mode(),
+        "load_avg_1min": round(__import__("os").getloadavg()[0], 2),
+    }
+
+    # 1. one critique at batch 1: plain generate vs the pack's path
+    generate(plain, [req], GenerationOptions(max_new_tokens=2, temperature=0))        # CUDA/kernels warm
+    t_plain, (out_plain, tok_plain) = timed(lambda: generate(plain, [req], opts), device)
+    t_warm, _ = timed(lambda: generate(pack, [req], opts), device)                    # compiles (once)
+    runs = [timed(lambda: generate(pack, [req], opts), device) for _ in range(args.repeats)]
+    t_pack, (out_pack, tok_pack) = min(runs, key=lambda r: r[0])
+    result["one_critique_batch1"] = {
+        "baseline_plain_s": round(t_plain, 3), "pack_s": round(t_pack, 3), "pack_first_call_s": round(t_warm, 3),
+        "speedup": round(t_plain / t_pack, 2), "tokens_plain": tok_plain, "tokens_pack": tok_pack,
+        "baseline_ms_per_token": round(1000 * t_plain / max(1, tok_plain), 2),
+        "pack_ms_per_token": round(1000 * t_pack / max(1, tok_pack), 2),
+        "same_greedy_tokens": out_plain == out_pack}
+
+    # 2. a batch: per-image time (left-padded, one generate call per batch)
+    bs = args.batch or (16 if gpu else 4)
+    reqs = [critic.build(Item(Task.T2I, "pointwise", f"candidate {i}: a red cat", (noise_image(side, i + 2),)))
+            for i in range(bs)]
+    pack_b = backend(pack_mode, bs)
+    t_bwarm, _ = timed(lambda: generate(pack_b, reqs, opts), device)
+    t_batch, (outs_b, tok_b) = timed(lambda: generate(pack_b, reqs, opts), device)
+    bn = args.baseline_batch_tokens or n
+    t_bplain, (_, tok_bplain) = timed(lambda: generate(backend("plain", bs), reqs,
+                                                       GenerationOptions(max_new_tokens=bn, temperature=0)), device)
+    result["batch"] = {
+        "size": bs, "pack_per_image_s": round(t_batch / bs, 3), "pack_first_call_s": round(t_bwarm, 3),
+        "tokens": tok_b, "baseline_tokens": tok_bplain,
+        "baseline_per_image_s": round(t_bplain / bs * (tok_b / max(1, tok_bplain)), 3),
+        "baseline_extrapolated": tok_bplain != tok_b}
+
+    # 3. swap-in after offload: the adapter's host copies, pageable then pinned
+    target = device                            # off the GPU every move is a no-op: only the bookkeeping runs
+    host = res_mod.HostCopies(model, pin=res_mod.torch_pin if gpu else None,
+                              unpin=res_mod.torch_unpin if gpu else None)
+    gb = host.nbytes / 1e9
+    first_off = host.to("cpu")
+    pageable_in = host.to(target, pin=False)
+    host.to("cpu")
+    first_pinned_in = host.to(target, pin=True)
+    cycles = [(host.to("cpu"), host.to(target)) for _ in range(2)]
+    after, _ = generate(pack, [req], opts)
+    result["swap_in"] = {
+        "weights_gb": round(gb, 3), "first_offload_s": round(first_off, 3),
+        "offload_s": round(min(c[0] for c in cycles), 4), "swap_in_pageable_s": round(pageable_in, 3),
+        "first_pinned_swap_in_s": round(first_pinned_in, 3), "swap_in_pinned_s": round(min(c[1] for c in cycles), 3),
+        "pinned_gb": round(host.pinned_bytes / 1e9, 3), "same_answer_after_swaps": after == out_pack,
+        "simulated": not gpu}
+
+    # 4. critique-refine loop next to a generator on a 24 GB budget
+    loop = {"rounds": args.rounds, "rounds_ok": 0, "budget_gb": args.budget_gb, "generator_gb": args.generator_gb,
+            "round_s": [], "errors": []}
+    if gpu:
+        host.to("cpu")
+        torch.cuda.empty_cache()          # the benchmark's own bookkeeping, not the pack's habit
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.budget_gb * 2**30 / total))
+        torch.cuda.reset_peak_memory_stats()
+    prompt = "a red cat holding a sign that says HELLO"
+    for r in range(args.rounds):
+        t0 = time.perf_counter()
+        try:
+            gen_bytes = int(args.generator_gb * 2**30) if gpu else 1 << 20
+            generator = torch.empty(gen_bytes, dtype=torch.uint8, device=device)     # the generator's weights
+            work = torch.randn(2048, 2048, device=device, dtype=dtype)
+            for _ in range(8):
+                work = torch.tanh(work @ work)                                        # ... and its sampling
+            image = noise_image(side, 100 + r)
+            del generator, work                  # ComfyUI evicts the generator to load the critic
+            swap = host.to(target) if gpu else 0.0
+            lreq = critic.build(Item(Task.T2I, "pointwise", prompt, (image,)))
+            answer, _ = generate(pack, [lreq], GenerationOptions(max_new_tokens=args.loop_tokens or n, temperature=0))
+            parsed = parse_critique(answer[0])
+            prompt = parsed.refined_request or prompt
+            if gpu:
+                host.to("cpu")                   # critic's memory back to the generator
+            loop["rounds_ok"] += 1
+            loop["round_s"].append(round(time.perf_counter() - t0, 3))
+            loop.setdefault("swap_in_s", []).append(round(swap, 3))
+        except torch.OutOfMemoryError as e:
+            loop["errors"].append(f"round {r}: OOM: {str(e).splitlines()[0]}")
+            if gpu:
+                host.to("cpu")
+    if gpu:
+        loop["peak_reserved_gb"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    result["budget_loop"] = loop
+
+    # 5. CPU overhead per critique outside the model
+    if gpu:
+        host.to(device)
+    result["cpu_overhead_ms"] = cpu_overheads(critic, 1024 if not args.dry_run else side, n)
+    host.release()
+
+    o = result
+    result["targets"] = {
+        "one_critique_le_3s": o["one_critique_batch1"]["pack_s"] <= 3.0,
+        "speedup_ge_10x": o["one_critique_batch1"]["speedup"] >= 10,
+        "batch16_le_0.3s_per_image": o["batch"]["size"] >= 16 and o["batch"]["pack_per_image_s"] <= 0.3,
+        "swap_in_le_0.4s": o["swap_in"]["swap_in_pinned_s"] <= 0.4,
+        "budget_loop_no_oom": loop["rounds_ok"] == loop["rounds"],
+        "cpu_overhead_le_5ms": o["cpu_overhead_ms"]["total"] <= 5.0,
+    } if gpu else "not judged off the GPU"
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cpu", action="store_true", help="tiny critic on CPU: overheads and small-model timings")
+    p.add_argument("--dry-run", action="store_true", help="the GPU steps on a tiny config, on CPU")
+    p.add_argument("--tokens", type=int, default=0, help="new tokens per critique (default 384; --cpu 64; dry-run 24)")
+    p.add_argument("--batch", type=int, default=0, help="batch size of the batch test (default 16; off the GPU 4)")
+    p.add_argument("--baseline-batch-tokens", type=int, default=0,
+                   help="tokens for the plain-generate batch baseline (default: --tokens); fewer are "
+                        "extrapolated linearly to save device time")
+    p.add_argument("--image", type=int, default=0, help="image side in pixels (default 1024; dry-run 64)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the 24 GB critique-refine loop")
+    p.add_argument("--loop-tokens", type=int, default=0)
+    p.add_argument("--budget-gb", type=float, default=24.0)
+    p.add_argument("--generator-gb", type=float, default=6.5, help="simulated generator weights (SDXL fp16 ~6.5)")
+    p.add_argument("--json", type=Path, help="also write the result here")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory():
+        result = run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

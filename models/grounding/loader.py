@@ -1,0 +1,198 @@
+"""Find and load grounding models: offline first, downloads only when allowed, no code from model folders.
+
+Detectors (``models/grounding-dino``): transformers GroundingDINO folders, Hub ids fetched into such a
+folder, or the original ``groundingdino_swin*.pth`` files (converted in memory; their BERT tokenizer comes
+from a local ``bert-base-uncased`` folder or the Hugging Face cache, never from the network unless allowed).
+Segmenters (``models/sams``): transformers SAM / SAM 2 folders or Hub ids, Meta's ``sam_vit_*.pth`` (through
+the optional segment-anything package), or no model at all (box masks). ``.pth`` pickles are read with
+``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..loader import download, is_checkpoint_dir, is_hf_id, local_folder_name
+from .detect import GroundingDetector
+from .localise import GroundingModels
+from .segment import BoxSegmenter, HFSegmenter, MetaSegmenter, Segmenter
+
+KNOWN_DETECTORS = ("IDEA-Research/grounding-dino-tiny", "IDEA-Research/grounding-dino-base")
+KNOWN_SEGMENTERS = ("facebook/sam-vit-base", "facebook/sam-vit-large", "facebook/sam-vit-huge",
+                    "facebook/sam2.1-hiera-tiny", "facebook/sam2.1-hiera-small", "facebook/sam2.1-hiera-base-plus",
+                    "facebook/sam2.1-hiera-large")
+NO_SEGMENTER = "none (box masks)"
+CHECKPOINT_FILES = (".pth", ".pt")
+BERT_FOLDER = "bert-base-uncased"
+BERT_HUB_IDS = ("google-bert/bert-base-uncased", "bert-base-uncased")
+BERT_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json")
+
+DownloadProgress = Callable[[int, int], None]
+
+
+class GroundingModelNotFound(FileNotFoundError):
+    pass
+
+
+class GroundingLoadError(ValueError):
+    """A file that is there but cannot be used; the message says why and what works instead."""
+
+
+def list_local(search_dirs: Sequence[str | Path], kind: str) -> list[str]:
+    """Model folders (with config.json) and checkpoint files directly under the search folders.
+
+    ``kind`` is ``detector`` or ``segmenter``; a ``bert-base-uncased`` tokenizer folder is not a model."""
+    names: set[str] = set()
+    for root in search_dirs:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for p in root.iterdir():
+            if p.name.startswith("."):
+                continue
+            if is_checkpoint_dir(p) and not (kind == "detector" and p.name == BERT_FOLDER):
+                names.add(p.name)
+            elif p.is_file() and p.suffix.lower() in CHECKPOINT_FILES:
+                names.add(p.name)
+    return sorted(names)
+
+
+def resolve(name: str, search_dirs: Sequence[str | Path], what: str, allow_download: bool = False,
+            progress: DownloadProgress | None = None) -> Path:
+    """A local folder or file for ``name`` (a folder/file name in the search folders, an absolute path, or a
+    Hugging Face id that is fetched into the first search folder when allowed)."""
+    name = (name or "").strip()
+    if not name:
+        raise GroundingModelNotFound(f"no {what} given: pick one from the list or type a Hugging Face id")
+    direct = Path(name).expanduser()
+    if direct.is_absolute() and (direct.is_file() or is_checkpoint_dir(direct)):
+        return direct
+    for root in search_dirs:
+        for candidate in (Path(root) / name, Path(root) / local_folder_name(name)):
+            if candidate.is_file() or is_checkpoint_dir(candidate):
+                return candidate
+    where = ", ".join(str(s) for s in search_dirs) or "(no model folder configured)"
+    if not is_hf_id(name) or not search_dirs:
+        raise GroundingModelNotFound(f"{what} {name!r} not found in {where}")
+    target = Path(search_dirs[0]) / local_folder_name(name)
+    if not allow_download:
+        raise GroundingModelNotFound(
+            f"{what} {name!r} is not on disk: expected it in {target}. Either turn on 'allow download', or fetch "
+            f"it yourself: huggingface-cli download {name} --local-dir \"{target}\"")
+    return download(name, target, progress)
+
+
+# --- BERT tokenizer for original GroundingDINO checkpoints ---------------------------------------------
+
+def load_bert_tokenizer(folder: str | Path):
+    """A fast BERT tokenizer from a local folder: tokenizer.json if present, else vocab.txt."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    folder = Path(folder)
+    if (folder / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False)
+    vocab_file = folder / "vocab.txt"
+    if not vocab_file.is_file():
+        raise GroundingModelNotFound(f"{folder} has neither tokenizer.json nor vocab.txt")
+    words = vocab_file.read_text(encoding="utf-8").splitlines()
+    # vocab={...}: BertTokenizerFast(vocab_file=...) silently builds a 5-token vocabulary in transformers 5.x
+    return BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
+
+
+def find_bert_tokenizer(search_dirs: Sequence[str | Path], allow_download: bool = False):
+    """bert-base-uncased's tokenizer from ``<dir>/bert-base-uncased/``, the Hugging Face cache, or (only when
+    allowed) the Hub, saved into the first search folder."""
+    for root in search_dirs:
+        folder = Path(root) / BERT_FOLDER
+        if (folder / "vocab.txt").is_file() or (folder / "tokenizer.json").is_file():
+            return load_bert_tokenizer(folder)
+    try:
+        from huggingface_hub import snapshot_download
+        for repo in BERT_HUB_IDS:
+            try:
+                cached = snapshot_download(repo, allow_patterns=list(BERT_FILES), local_files_only=True)
+            except Exception:   # not in the cache (LocalEntryNotFoundError & co.)
+                continue
+            if (Path(cached) / "vocab.txt").is_file() or (Path(cached) / "tokenizer.json").is_file():
+                return load_bert_tokenizer(cached)
+    except ImportError:
+        pass
+    target = Path(search_dirs[0]) / BERT_FOLDER if search_dirs else None
+    if not allow_download or target is None:
+        raise GroundingModelNotFound(
+            "original GroundingDINO checkpoints need the bert-base-uncased tokenizer, and none is on disk. Put "
+            f"vocab.txt (or tokenizer.json) into {target or '<models>/grounding-dino/' + BERT_FOLDER}, e.g. "
+            f"huggingface-cli download {BERT_HUB_IDS[0]} vocab.txt tokenizer.json tokenizer_config.json "
+            f"--local-dir \"{target}\", or turn on 'allow download'")
+    from huggingface_hub import snapshot_download
+    snapshot_download(BERT_HUB_IDS[0], allow_patterns=list(BERT_FILES), local_dir=str(target))
+    return load_bert_tokenizer(target)
+
+
+# --- loaders --------------------------------------------------------------------------------------------
+
+def _torch_load(path: Path):
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:   # UnpicklingError for pickles that hold code or custom classes
+        raise GroundingLoadError(f"{path.name} could not be read as plain tensors (weights_only=True): "
+                                 f"{str(e).splitlines()[0][:200]}. The pack never unpickles code; use a "
+                                 "safetensors / Hugging Face format copy of this model") from None
+
+
+def load_detector(name: str, search_dirs: Sequence[str | Path], *, tokenizer_dirs: Sequence[str | Path] = (),
+                  allow_download: bool = False, progress: DownloadProgress | None = None) -> GroundingDetector:
+    path = resolve(name, search_dirs, "GroundingDINO model", allow_download, progress)
+    if path.is_dir():
+        from transformers import AutoConfig
+        model_type = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False).model_type
+        if model_type != "grounding-dino":
+            raise GroundingLoadError(f"{path.name} is a {model_type!r} model, not GroundingDINO")
+        return GroundingDetector.from_folder(path)
+    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import GroundingDinoImageProcessorPil
+
+    from .convert_groundingdino import ConversionError, load_original
+    try:
+        model = load_original(_torch_load(path))
+    except ConversionError as e:
+        raise GroundingLoadError(f"{path.name}: {e}") from None
+    tokenizer = find_bert_tokenizer(list(tokenizer_dirs) or list(search_dirs), allow_download)
+    vocab = model.config.text_config.vocab_size
+    if len(tokenizer) != vocab:
+        raise GroundingLoadError(f"the BERT tokenizer has {len(tokenizer)} tokens but {path.name} was trained with "
+                                 f"{vocab}; use bert-base-uncased's vocab.txt")
+    # the original preprocessing: shortest edge 800, longest 1333, ImageNet mean/std
+    processor = GroundingDinoImageProcessorPil(size={"shortest_edge": 800, "longest_edge": 1333})
+    return GroundingDetector(model, tokenizer, processor, name=path.name)
+
+
+def load_segmenter(name: str, search_dirs: Sequence[str | Path], *, allow_download: bool = False,
+                   progress: DownloadProgress | None = None) -> Segmenter:
+    if not name or name == NO_SEGMENTER:
+        return BoxSegmenter()
+    path = resolve(name, search_dirs, "SAM model", allow_download, progress)
+    if path.is_dir():
+        try:
+            return HFSegmenter.from_folder(path)
+        except ValueError as e:
+            raise GroundingLoadError(str(e)) from None
+    try:
+        return MetaSegmenter.from_file(path)
+    except ValueError as e:     # MetaSamError, or a pickle that is not tensors
+        raise GroundingLoadError(f"{path.name}: {e}") from None
+    except Exception as e:
+        if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
+            raise GroundingLoadError(f"{path.name} could not be read as plain tensors (weights_only=True)") from None
+        raise
+
+
+def load_grounding(detector: str, segmenter: str, detector_dirs: Sequence[str | Path],
+                   segmenter_dirs: Sequence[str | Path], *, tokenizer_dirs: Sequence[str | Path] = (),
+                   allow_download: bool = False, progress: DownloadProgress | None = None) -> GroundingModels:
+    """Both models, on the CPU (``GroundingModels.placed`` moves them for each call)."""
+    det = load_detector(detector, detector_dirs, tokenizer_dirs=tokenizer_dirs, allow_download=allow_download,
+                        progress=progress)
+    seg = load_segmenter(segmenter, segmenter_dirs, allow_download=allow_download, progress=progress)
+    return GroundingModels(det, seg)
