@@ -75,18 +75,10 @@ def import_residency():
 
 def build_processor(max_pixels: int):
     """Offline byte-level BPE with Qwen's special tokens + Qwen's image processor (patch 16, merge 2)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen3VLProcessor
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor
 
-    from tests.fixtures.tiny_critic import CHAT_TEMPLATE, CORPUS, SPECIAL, _video_proc
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS * 20, trainers.BpeTrainer(
-        vocab_size=600, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False))
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                     chat_template=CHAT_TEMPLATE)
+    from tests.fixtures.tiny_critic import CHAT_TEMPLATE, _video_proc, build_tokenizer
+    hf_tok = build_tokenizer()
     ip = Qwen2VLImageProcessor(patch_size=16, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32,
                                max_pixels=max_pixels, image_mean=[0.5] * 3, image_std=[0.5] * 3)
     return Qwen3VLProcessor(image_processor=ip, tokenizer=hf_tok, video_processor=_video_proc(),

@@ -66,11 +66,9 @@ def clean_phrase(text: str) -> str | None:
     None when nothing usable is left ("!!!", "the image")."""
     s = text.lower().replace("’", "'").replace("`", "'")
     s = _KEEP_CHARS.sub(" ", s)
-    s = re.sub(r"\s+", " ", s).strip(" '-")
-    s = _LEADING.sub("", s).strip(" '-")
     words = [w.strip("'-") for w in s.split()]
-    words = [w for w in words if w][:MAX_WORDS]
-    s = " ".join(words)
+    s = _LEADING.sub("", " ".join(w for w in words if w))     # articles only once words are clean ("a- 0")
+    s = " ".join(s.split()[:MAX_WORDS])
     if not s or not re.search(r"[a-z]", s) or s in _NOT_A_REGION:
         return None
     return s
