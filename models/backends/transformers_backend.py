@@ -69,7 +69,9 @@ class SeededSampler(LogitsProcessor):
         self.generators = [torch.Generator(device=device).manual_seed(seed) for _ in range(rows)]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        scores = scores.float()
+        # shift first: a tiny temperature then sends every other logit to -inf instead of inf/inf = NaN
+        probs = torch.softmax((scores - scores.max(dim=-1, keepdim=True).values) / self.temperature, dim=-1)
         if self.top_p < 1.0:
             sorted_p, idx = probs.sort(dim=-1, descending=True)
             drop = sorted_p.cumsum(-1) - sorted_p > self.top_p
@@ -131,7 +133,9 @@ class TransformersBackend:
         tok = self.tokenizer
         tok.padding_side = "left"
         eos = model.generation_config.eos_token_id
-        self.eos_id = (eos[0] if isinstance(eos, list) else eos) if eos is not None else tok.eos_token_id
+        eos = [tok.eos_token_id] if eos is None else eos if isinstance(eos, list) else [eos]
+        self.eos_ids = [int(e) for e in eos]     # Qwen3-VL stops at <|im_end|> and <|endoftext|>
+        self.eos_id = self.eos_ids[0]            # what a forced answer ends with
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
 
     @property
@@ -245,6 +249,6 @@ class TransformersBackend:
         if mode == "compiled":
             extra["compile_config"] = self.compile_config or CompileConfig(fullgraph=False)
         return GenerationConfig(max_new_tokens=options.max_new_tokens, do_sample=False, num_beams=1,
-                                eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+                                eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
                                 temperature=1.0, top_k=50, top_p=1.0, typical_p=1.0, repetition_penalty=1.0,
                                 no_repeat_ngram_size=0, min_new_tokens=0, **extra)

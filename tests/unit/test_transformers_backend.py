@@ -225,3 +225,21 @@ def test_interrupt_stops_later_chunks(qwen3_critic):
 
 def test_generation_interrupted_is_runtime_error():
     assert issubclass(GenerationInterrupted, RuntimeError)
+
+
+def test_every_eos_id_of_the_checkpoint_stops_generation(qwen3_critic, monkeypatch):
+    """Real Qwen3-VL checkpoints list two EOS ids (<|im_end|>, <|endoftext|>); either one ends the answer."""
+    backend = qwen3_critic.backend
+    assert backend.eos_ids[0] == backend.eos_id
+    monkeypatch.setattr(backend, "eos_ids", backend.eos_ids + [backend.pad_id])
+    config = backend.generation_config(GenerationOptions(max_new_tokens=4))
+    assert list(config.eos_token_id) == backend.eos_ids
+
+
+def test_tiny_temperature_samples_like_greedy_without_nan(qwen3_critic):
+    img = Image.new("RGB", (64, 64), (10, 200, 30))
+    greedy = qwen3_critic.run([Item(Task.T2I, "pointwise", "a cat", (img,))],
+                              GenerationOptions(max_new_tokens=12, temperature=0))
+    tiny = qwen3_critic.run([Item(Task.T2I, "pointwise", "a cat", (img,))],
+                            GenerationOptions(max_new_tokens=12, temperature=1e-40))
+    assert tiny == greedy
