@@ -103,7 +103,7 @@ def download(repo_id: str, target: Path, progress: DownloadProgress | None = Non
 
 def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download: bool = False,
                 dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
-                max_pixels: int | None = None, batch_size: int = 4,
+                max_pixels: int | None = None, batch_size: int = 4, decoding: str = "auto",
                 progress: DownloadProgress | None = None):
     """Resolve ``name`` to a folder (downloading only if allowed) and load an in-process critic."""
     from .backends.transformers_backend import TransformersBackend
@@ -111,5 +111,5 @@ def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download:
 
     path = resolve_checkpoint(name, search_dirs, allow_download=allow_download, progress=progress)
     backend = TransformersBackend.load(path, dtype=dtype, device=device, attention=attention,
-                                       batch_size=batch_size)
+                                       batch_size=batch_size, decoding=decoding)
     return Critic(backend=backend, max_pixels=max_pixels, name=name)

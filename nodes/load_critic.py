@@ -4,7 +4,7 @@ from __future__ import annotations
 import comfy.utils
 from comfy_api.latest import io
 
-from ..models.backends.transformers_backend import DTYPES, available_attention, pick_dtype
+from ..models.backends.transformers_backend import DECODING, DTYPES, available_attention, pick_dtype
 from ..models.loader import KNOWN_CRITICS, list_local, load_critic
 from ..models.script import AnswerScript
 from . import residency
@@ -54,13 +54,19 @@ class LoadCritic(io.ComfyNode):
                                          "(it reloads from pinned RAM in well under a second). On: it stays on the "
                                          "GPU between critiques; ComfyUI still evicts it if a generator needs the "
                                          "memory."),
+                io.Combo.Input("decoding", options=list(DECODING), default="auto", optional=True,
+                               tooltip="auto: compiled decoding (static KV cache + torch.compile) on a CUDA GPU "
+                                       "with Triton, plain elsewhere. compiled is several times faster per token "
+                                       "but its first critique (and each new batch size) compiles for a minute or "
+                                       "more; plain starts at once. Greedy answers are identical in every mode."),
             ],
             outputs=[CriticType.Output(display_name="critic")],
         )
 
     @classmethod
     def execute(cls, checkpoint: str, allow_download: bool, dtype: str, device: str, attention: str,
-                max_pixels: int, batch_size: int, keep_loaded: bool = False, custom_id: str = "") -> io.NodeOutput:
+                max_pixels: int, batch_size: int, keep_loaded: bool = False, decoding: str = "auto",
+                custom_id: str = "") -> io.NodeOutput:
         name = (custom_id or "").strip() or checkpoint
         bar = comfy.utils.ProgressBar(100)
         try:
@@ -74,6 +80,7 @@ class LoadCritic(io.ComfyNode):
             critic = load_critic(name, model_dirs(), allow_download=allow_download, dtype=dtype,
                                  device=residency.offload_device(target).type,
                                  attention=attention, max_pixels=max_pixels or None, batch_size=batch_size,
+                                 decoding=decoding,
                                  progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
         residency.attach(critic.backend, target, keep_loaded=keep_loaded)
         return io.NodeOutput(critic)

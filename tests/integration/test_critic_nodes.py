@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 EXPECTED_INPUTS = {
     "RR_LoadCritic": {"checkpoint", "custom_id", "allow_download", "dtype", "device", "attention", "max_pixels",
-                      "batch_size"},
+                      "batch_size", "keep_loaded", "decoding"},
     "RR_ReplayAnswers": {"critic", "script"},
     "RR_CritiqueImage": {"critic", "image", "prompt", "weights", "max_new_tokens", "temperature", "seed"},
     "RR_CritiqueEdit": {"critic", "source", "edited", "instruction", "weights", "max_new_tokens", "temperature",

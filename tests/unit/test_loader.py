@@ -224,3 +224,10 @@ def test_list_local(tmp_path):
     make_checkpoint(two / "c-critic")
     assert list_local([one, str(two), tmp_path / "missing"]) == ["a-critic", "b-critic", "c-critic"]
     assert list_local([]) == []
+
+
+def test_load_critic_passes_the_decoding_mode_to_the_backend(tiny_models_dir):
+    critic = load_critic("tiny-qwen3vl", [tiny_models_dir], decoding="static")
+    assert critic.backend.decoding == "static" and critic.backend.decoding_mode() == "static"
+    with pytest.raises(ValueError, match="decoding"):
+        load_critic("tiny-qwen3vl", [tiny_models_dir], decoding="turbo")
