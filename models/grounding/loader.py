@@ -9,6 +9,7 @@ the optional segment-anything package), or no model at all (box masks). ``.pth``
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -134,8 +135,11 @@ def find_bert_tokenizer(search_dirs: Sequence[str | Path], allow_download: bool 
 # --- loaders --------------------------------------------------------------------------------------------
 
 def _torch_load(path: Path):
+    """Tensors only. Training checkpoints (IDEA's GroundingDINO among them) also pickle their
+    ``argparse.Namespace`` of arguments: a plain attribute bag, allowed; anything else is refused."""
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:   # UnpicklingError for pickles that hold code or custom classes
         raise GroundingLoadError(f"{path.name} could not be read as plain tensors (weights_only=True): "
                                  f"{str(e).splitlines()[0][:200]}. The pack never unpickles code; use a "
