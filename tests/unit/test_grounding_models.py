@@ -4,6 +4,7 @@ and whole-image localisation (shapes, dtypes, empty results, RGBA/greyscale, bat
 from __future__ import annotations
 
 import argparse
+import fractions
 import re
 from pathlib import Path
 
@@ -140,9 +141,9 @@ def test_original_checkpoint_needs_a_local_tokenizer(dirs, models_root, tmp_path
 
 def test_pickles_with_code_are_refused(tmp_path, models_root):
     sd = torch.load(models_root / T.GDINO_FOLDER / T.GDINO_PTH, weights_only=True)
-    torch.save({"model": sd["model"], "args": argparse.Namespace(lr=1)}, tmp_path / "with_args.pth")
+    torch.save({"model": sd["model"], "extra": fractions.Fraction(1, 3)}, tmp_path / "with_object.pth")
     with pytest.raises(L.GroundingLoadError, match="weights_only=True"):
-        L.load_detector("with_args.pth", [tmp_path])
+        L.load_detector("with_object.pth", [tmp_path])
     torch.save({"model": {"foo.weight": torch.zeros(2)}}, tmp_path / "not_gdino.pth")
     with pytest.raises(L.GroundingLoadError, match="not an original GroundingDINO"):
         L.load_detector("not_gdino.pth", [tmp_path])
