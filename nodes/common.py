@@ -133,20 +133,21 @@ class TokenProgress:
         self.bar.update_absolute(min(self.offset + done, self.bar.total))
 
 
-def run_kwargs(critic: Critic, items: int, options: GenerationOptions) -> dict:
-    """Progress and interrupt hooks for ``items`` critiques, batched as the backend batches them."""
-    batch = max(1, int(getattr(critic.backend, "batch_size", 1)))
-    generations = -(-items // batch)
-    return {"progress": TokenProgress(generations, options.max_new_tokens),
-            "should_stop": comfy.model_management.processing_interrupted}
+@contextmanager
+def generating(critic: Critic, options: GenerationOptions, items: int,
+               *images: torch.Tensor | None) -> Iterator[dict]:
+    """``with generating(critic, options, n, image[, image2]) as hooks: critic.critique(..., **hooks)``.
 
-
-def resident(critic: Critic, options: GenerationOptions, items: int, *images: torch.Tensor | None):
-    """``with resident(critic, options, n, image[, image2]):`` around a node's generation: ComfyUI's memory
-    manager puts the critic on its device (evicting what it must) and takes it back afterwards unless
-    'keep_loaded'. ``images`` are the IMAGE inputs one item combines (they size the KV-cache headroom)."""
+    Around a node's generation: ComfyUI's memory manager puts the critic on its device (evicting what
+    it must) and takes it back afterwards unless 'keep_loaded'; ``hooks`` are the progress bar over
+    every critique's token budget (batched as the backend batches) and ComfyUI's interrupt check.
+    ``images`` are the IMAGE inputs one item combines (they size the KV-cache headroom).
+    """
     pixels = sum(int(t.shape[-3]) * int(t.shape[-2]) for t in images if isinstance(t, torch.Tensor))
-    return residency.resident(critic, options, items, pixels)
+    batch = max(1, int(getattr(critic.backend, "batch_size", 1)))
+    with residency.resident(critic, options, items, pixels):
+        yield {"progress": TokenProgress(-(-items // batch), options.max_new_tokens),
+               "should_stop": comfy.model_management.processing_interrupted}
 
 
 def check_critic(critic: object, node: str) -> Critic:

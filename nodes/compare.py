@@ -7,8 +7,8 @@ import math
 from comfy_api.latest import io
 
 from ..models.critique import Winner
-from .common import (CATEGORY, CriticType, check_critic, fail, fmt, generation_inputs, options_from, resident,
-                     run_kwargs, to_pil_list, user_errors)
+from .common import (CATEGORY, check_critic, CriticType, fail, fmt, generating, generation_inputs, options_from,
+                     to_pil_list, user_errors)
 
 NODE = "RR Compare"
 
@@ -57,9 +57,9 @@ class Compare(io.ComfyNode):
             if len(a) != 1 or len(b) != 1 or (src is not None and len(src) != 1):
                 raise fail(NODE, "compare takes single images (batch of 1 each); use 'Rank Images' for batches")
             options = options_from(max_new_tokens, temperature, seed)
-            with resident(critic, options, 1, image_a, image_b, source):
+            with generating(critic, options, 1, image_a, image_b, source) as hooks:
                 result = critic.compare(a[0], b[0], prompt, options, source=src[0] if src else None,
-                                        **run_kwargs(critic, 1, options))
+                                        **hooks)
         winner = result.winner
         total_a, total_b = result.totals()
         lines = [f"WARNING: {w}" for w in result.warnings]

@@ -5,8 +5,8 @@ from comfy_api.latest import io
 
 from ..models.critique import Critique
 from ..models.rubric import Task, dimensions_for
-from .common import (CATEGORY, CriticType, CritiqueSet, CritiqueType, check_critic, fail, generation_inputs,
-                     options_from, resident, run_kwargs, to_pil_list, user_errors, weights_input)
+from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, generation_inputs,
+                     options_from, to_pil_list, user_errors, weights_input)
 
 
 def score_outputs(task: Task) -> list:
@@ -64,8 +64,8 @@ class CritiqueImage(io.ComfyNode):
         with user_errors(node):
             images = to_pil_list(image, node)
             options = options_from(max_new_tokens, temperature, seed)
-            with resident(critic, options, len(images), image):
-                crits = critic.critique(images, prompt, options, **run_kwargs(critic, len(images), options))
+            with generating(critic, options, len(images), image) as hooks:
+                crits = critic.critique(images, prompt, options, **hooks)
         prompts = [prompt] * len(crits)
         data = CritiqueSet(crits, prompts, weights, images=image)
         return critique_outputs(crits, prompts, weights, Task.T2I, data)
@@ -107,9 +107,8 @@ class CritiqueEdit(io.ComfyNode):
                 raise fail(node, f"source has {len(sources)} images but edited has {len(edits)}; give one source "
                                  "for all edits, or exactly one source per edited image")
             options = options_from(max_new_tokens, temperature, seed)
-            with resident(critic, options, len(edits), source, edited):
-                crits = critic.critique(edits, instruction, options, sources=sources,
-                                        **run_kwargs(critic, len(edits), options))
+            with generating(critic, options, len(edits), source, edited) as hooks:
+                crits = critic.critique(edits, instruction, options, sources=sources, **hooks)
         prompts = [instruction] * len(crits)
         data = CritiqueSet(crits, prompts, weights, images=edited, sources=source)
         return critique_outputs(crits, prompts, weights, Task.EDIT, data)

@@ -26,8 +26,8 @@ from ..models.grounding.phrases import (DefectPhrase, PhraseResult, dedupe, phra
 from ..models.grounding.segment import MULTIMASK
 from ..models.loader import CheckpointNotFound
 from ..models.rubric import Task
-from .common import (CATEGORY, CriticType, CritiqueSet, CritiqueType, check_critic, fail, resident, run_kwargs,
-                     to_pil_list, user_errors)
+from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, to_pil_list,
+                     user_errors)
 
 log = logging.getLogger("RationalRewards")
 DETECTOR_FOLDER = "grounding-dino"
@@ -226,9 +226,9 @@ class DefectPhrases(io.ComfyNode):
             if data.critiques[index].task is Task.EDIT and data.sources is not None:
                 sources = to_pil_list(data.sources, node, "source")
                 source = sources[min(index, len(sources) - 1)]
-            with resident(critic, options, 1, data.images, data.sources):
+            with generating(critic, options, 1, data.images, data.sources) as hooks:
                 result = ask_regions(critic, data.critiques[index], data.prompts[index], image, source,
-                                     max_regions=max_regions, options=options, **run_kwargs(critic, 1, options))
+                                     max_regions=max_regions, options=options, **hooks)
         if not result.phrases and not result.nothing_to_fix:
             notes.append("the critic's follow-up answer was unreadable; phrases come from the justifications")
         return result

@@ -9,8 +9,8 @@ from comfy_api.latest import io, ui
 
 from ..models.critic import rank
 from ..models.rubric import dimensions_for, Task
-from .common import (CATEGORY, CriticType, CritiqueSet, CritiqueType, check_critic, fmt, generation_inputs,
-                     options_from, resident, run_kwargs, to_pil_list, user_errors, weights_input)
+from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fmt, generating, generation_inputs,
+                     options_from, to_pil_list, user_errors, weights_input)
 
 NODE = "RR Rank"
 
@@ -51,8 +51,8 @@ class Rank(io.ComfyNode):
         with user_errors(NODE):
             pils = to_pil_list(images, NODE, "images")
             options = options_from(max_new_tokens, temperature, seed)
-            with resident(critic, options, len(pils), images):
-                crits = critic.critique(pils, prompt, options, **run_kwargs(critic, len(pils), options))
+            with generating(critic, options, len(pils), images) as hooks:
+                crits = critic.critique(pils, prompt, options, **hooks)
         ranked = rank(crits, weights)
         order = torch.tensor([r.index for r in ranked], dtype=torch.long)
         batch = images if images.ndim == 4 else images.unsqueeze(0)
