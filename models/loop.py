@@ -100,9 +100,9 @@ class History:
     def table(self) -> str:
         lines = []
         for r in self.rounds:
-            mark = "*" if r.index == self.best else " "
             score = "n/a" if r.overall is None else f"{r.overall:.3f}"
-            lines.append(f"{mark} round {r.index}: overall {score}{' (good)' if r.good else ''} seed {r.seed}")
+            best = "  <- best" if r.index == self.best else ""     # plain text: PreviewAny renders markdown
+            lines.append(f"round {r.index}: overall {score}{' (good)' if r.good else ''} seed {r.seed}{best}")
             lines.append(f"    prompt: {r.prompt}")
         if self.stop_reason:
             lines.append(f"stopped: {self.stop_reason}")

@@ -68,8 +68,8 @@ def test_best_round_is_returned_not_the_last_when_scores_drop(comfy_server, mode
     entry = comfy_server.run(t2i_loop(comfy_server, models_dir, script, max_rounds=4), timeout=300)
     hist = loop_history(entry)
     assert len(hist["rounds"]) == 2 and hist["best"] == 0 and "did not improve" in hist["stop_reason"]
-    best_text = [v["text"][0] for k, v in outputs(entry).items() if k.endswith("13") or k == "13"][0]
-    assert "* round 0" in best_text
+    best_text = outputs(entry)["13"]["text"][0]
+    assert "round 0: overall 0.500 seed" in best_text and best_text.splitlines()[0].endswith("<- best")
 
 
 def test_unparsed_critiques_are_never_best(comfy_server, models_dir):
