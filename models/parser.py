@@ -74,8 +74,9 @@ def _clean(text: str) -> str:
     return text.strip().strip("`").strip()
 
 
-def _match_header(line: str) -> tuple[str, str] | None:
-    """Return (kind, remainder of the line) when the line opens a known section."""
+def _match_header(line: str) -> tuple[str, str, bool] | None:
+    """Return (kind, remainder of the line, marked) when the line opens a known section.
+    ``marked``: written as a header (``#`` or a number), not just ``Label:``."""
     head = " ".join(line[:_MAX_HEADER_SCAN].split())
     if not head:
         return None
@@ -94,13 +95,21 @@ def _match_header(line: str) -> tuple[str, str] | None:
         return None
     if has_num and not has_colon and not has_hash and rest:
         return None   # "1. text faithfulness is fine" is prose, not a header
-    return kind, rest
+    return kind, rest, has_hash or has_num
+
+
+# Inside the refined request a plain "Label:" line is more likely prompt text ("Text rendering: the
+# sign reads OPEN") than a new section: only these kinds, or any marked header, end it there.
+_ENDS_REFINED = {"analysis", "judgement", "summary", "refinement", "comments"}
 
 
 def _fields(text: str) -> list[_Field]:
     fields: list[_Field] = []
     for line in text.split("\n"):
         hit = _match_header(line)
+        if hit is not None and fields and fields[-1].kind == "refined" and not hit[2] \
+                and hit[0] not in _ENDS_REFINED:
+            hit = None
         if hit is not None:
             fields.append(_Field(hit[0], [hit[1]] if hit[1] else []))
         elif fields:

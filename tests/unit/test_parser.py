@@ -598,3 +598,15 @@ def test_property_header_shapes(prefix, label, colon, rest):
                                   "\u212a", "1. Text Faithfulne\u017f\u017f: 3", "## SCORE: 3", "\u0130"])
 def test_unicode_case_folding_does_not_crash(text):
     _check_invariants(text)
+
+
+def test_refined_request_keeps_prompt_lines_that_look_like_labels():
+    text = ("1. Text Faithfulness:\n## Justification: ok\n## Score: 3\n# Summary: fine\n"
+            "## Refined Request: a shop front at night,\nText rendering: the sign reads \"OPEN\" in neon,\n"
+            "Score: none of the letters touch")
+    crit = parse_critique(text)
+    assert crit.refined_request == ('a shop front at night,\nText rendering: the sign reads "OPEN" in neon,\n'
+                                    "Score: none of the letters touch")
+    assert crit.score("text_faithfulness") == 3.0 and crit.dimensions["text_rendering"].status.value == "missing"
+    # a marked header still ends it
+    assert parse_critique(text + "\n# Summary: late summary").refined_request.endswith("touch")
