@@ -103,9 +103,19 @@ def _match_header(line: str) -> tuple[str, str, bool] | None:
 _ENDS_REFINED = {"analysis", "judgement", "summary", "refinement", "comments"}
 
 
+def _lines(text: str):
+    """Lines, with "Score A: 3 | Score B: 2" (several labelled parts on one line) split into parts."""
+    for line in text.split("\n"):
+        parts = re.split(r"\s+\|\s+|\s*;\s+", line) if (" | " in line or "; " in line) else [line]
+        if len(parts) > 1 and all(_match_header(p) for p in parts):
+            yield from parts
+        else:
+            yield line
+
+
 def _fields(text: str) -> list[_Field]:
     fields: list[_Field] = []
-    for line in text.split("\n"):
+    for line in _lines(text):
         hit = _match_header(line)
         if hit is not None and fields and fields[-1].kind == "refined" and not hit[2] \
                 and hit[0] not in _ENDS_REFINED:

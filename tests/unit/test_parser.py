@@ -610,3 +610,17 @@ def test_refined_request_keeps_prompt_lines_that_look_like_labels():
     assert crit.score("text_faithfulness") == 3.0 and crit.dimensions["text_rendering"].status.value == "missing"
     # a marked header still ends it
     assert parse_critique(text + "\n# Summary: late summary").refined_request.endswith("touch")
+
+
+def test_pairwise_scores_on_one_line_are_both_read():
+    text = ("1. Text Faithfulness:\n## Justification: A follows the prompt\n## Score A: 3.5 | Score B: 2 | Winner: Image A\n"
+            "2. Physical and Visual Quality:\n## Justification: same\nScore A: 3; Score B: 3; Winner: tie\n"
+            "3. Text Rendering:\n## Justification: none\n## Score A: N/A | Score B: N/A\n## Winner: tie")
+    result = parse_pairwise(text)
+    tf = result.dimensions["text_faithfulness"]
+    assert (tf.a.value, tf.b.value, tf.winner.value) == (3.5, 2.0, "A")
+    assert result.dimensions["physical_quality"].winner.value == "tie"
+    assert result.totals() == (3.5 + 3 + 2.5, 2 + 3 + 2.5) and result.warnings == []
+    # prose with a bar stays prose
+    crit = parse_critique("1. Text Faithfulness:\n## Justification: red | blue is wrong\n## Score: 2")
+    assert crit.dimensions["text_faithfulness"].justification == "red | blue is wrong"
