@@ -251,13 +251,18 @@ class Residency:
 
 
 def unload(patcher: CriticPatcher) -> bool:
-    """Hand the critic's memory back to ComfyUI now (0.3.x has no public per-model unload)."""
-    for i, loaded in enumerate(list(mm.current_loaded_models)):
-        if loaded.model is patcher:
-            if loaded.model_unload():
-                mm.current_loaded_models.pop(i)
-            return True
-    return False
+    """Hand the critic's memory back to ComfyUI now.
+
+    ComfyUI has no public per-model unload, so this asks its public ``free_memory`` for more memory
+    than any device has while keeping every other loaded model: only the critic is evicted, by
+    ComfyUI's own bookkeeping (its list is only read here, never edited).
+    """
+    mine = [m for m in mm.current_loaded_models if m.model is patcher]
+    if not mine:
+        return False
+    others = [m for m in mm.current_loaded_models if m.model is not patcher]
+    mm.free_memory(float("inf"), mine[0].device, keep_loaded=others)
+    return True
 
 
 def compute_device(choice: str) -> torch.device:
