@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..models.critique import Winner
 from .common import (CATEGORY, check_critic, CriticType, fail, fmt, generating, generation_inputs, options_from,
@@ -74,5 +74,7 @@ class Compare(io.ComfyNode):
             lines.append(f"Summary: {result.summary}")
         data = result.to_dict() | {"raw": None, "prompt": prompt}
         winner_image = image_b[:1] if winner is Winner.B else image_a[:1]
+        # thumbnails for the card: A then B (saved separately: the two may differ in size)
+        previews = [ref for img in (image_a[:1], image_b[:1]) for ref in ui.PreviewImage(img, cls=cls).as_dict()["images"]]
         return io.NodeOutput(winner.value, winner_image, total_a, total_b, "\n".join(lines),
-                             json.dumps(data, ensure_ascii=False), ui={"rr_compare": [data]})
+                             json.dumps(data, ensure_ascii=False), ui={"rr_compare": [data], "images": previews})

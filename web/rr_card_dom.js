@@ -176,12 +176,26 @@ function totalText(t) {
 }
 
 /** RR_Compare: overall winner, totals, and the winner per dimension. */
-export function renderCompare(list) {
+export function renderCompare(list, images, imageUrl) {
     const card = cardShell("compare", "Compare A / B");
-    for (const p of list) {
+    list.forEach((p, n) => {
         const root = append(card, el("div", "rr-compare")).lastChild;
         root.dataset.winner = p.winner;
         append(root, warningsBlock(p.warnings));
+        const refs = (images || []).slice(2 * n, 2 * n + 2);      // the node sends A then B
+        if (refs.length === 2) {
+            const grid = append(root, el("div", "rr-thumbs rr-compare-thumbs")).lastChild;
+            ["A", "B"].forEach((side, i) => {
+                const cell = append(grid, el("figure", "rr-thumb")).lastChild;
+                cell.dataset.side = side;
+                if (p.winner === side) cell.classList.add("rr-side-won");
+                const img = el("img");
+                img.alt = `image ${side}`;
+                img.src = imageUrl(refs[i]);
+                img.dataset.filename = refs[i].filename;
+                append(cell, img, el("figcaption", null, `Image ${side}`));
+            });
+        }
         const head = append(root, el("div", "rr-row rr-compare-head")).lastChild;
         append(head, el("span", "rr-label", "Winner"), el("span", "rr-compare-winner", winnerText(p.winner)));
         const totals = append(root, el("div", "rr-row rr-totals")).lastChild;
@@ -205,7 +219,7 @@ export function renderCompare(list) {
             append(row, justification(d.justification));
         }
         append(root, textSection("rr-summary", "Summary", p.summary));
-    }
+    });
     return card;
 }
 

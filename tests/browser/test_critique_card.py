@@ -288,6 +288,15 @@ def test_compare_card_shows_the_winner_per_dimension(comfy_page, comfy_server, m
         assert (s["key"], s["winner"], s["label"]) == (d["key"], d["winner"], label[d["winner"]])
         assert s["a"] == shown_score(d["a"]) and s["b"] == shown_score(d["b"])
         assert s["won"] == ([d["winner"]] if d["winner"] in ("A", "B") else [])
+    # thumbnails: the previews the server saved, A then B, loaded from /view; the winner is marked
+    refs = [ref["filename"] for ref in ui_of(entry, cmp.id, "images")]
+    thumbs = card.evaluate("""c => [...c.querySelectorAll('.rr-compare-thumbs figure')].map(f => ({
+        side: f.dataset.side, won: f.classList.contains('rr-side-won'), file: f.querySelector('img').dataset.filename}))""")
+    assert [t["side"] for t in thumbs] == ["A", "B"] and [t["file"] for t in thumbs] == refs
+    assert [t["won"] for t in thumbs] == [data["winner"] == "A", data["winner"] == "B"]
+    comfy_page.page.wait_for_function(
+        "c => [...c.querySelectorAll('.rr-compare-thumbs img')].every(i => i.complete && i.naturalWidth === 64)",
+        arg=card, timeout=15_000)
     comfy_page.screenshot("compare-card", cmp.id)
     assert not comfy_page.errors
 
