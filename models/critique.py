@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .rubric import BY_KEY, PAIRWISE_NA_VALUE, SCORE_MAX, SCORE_MIN, Task, resolve_weights
+from .rubric import PAIRWISE_NA_VALUE, SCORE_MAX, SCORE_MIN, Task, resolve_weights
 
 
 class ScoreStatus(str, Enum):
@@ -181,7 +181,3 @@ class PairwiseCritique:
                 "total_a": None if math.isnan(ta) else ta, "total_b": None if math.isnan(tb) else tb,
                 "dimensions": [d.to_dict() for d in self.dimensions.values()],
                 "summary": self.summary, "warnings": list(self.warnings), "raw": self.raw}
-
-
-def dimension_title(key: str) -> str:
-    return BY_KEY[key].title

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 from comfy_api.latest import io, ui
 

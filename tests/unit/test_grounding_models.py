@@ -375,9 +375,6 @@ def test_placed_moves_every_model_and_always_moves_it_back():
 
 def test_training_checkpoints_with_an_args_namespace_load_but_code_pickles_do_not(tmp_path):
     """IDEA-style checkpoints are {"model": state_dict, "args": argparse.Namespace(...)}."""
-    import argparse
-    import fractions
-
     from rationalrewards.grounding.loader import GroundingLoadError, _torch_load
 
     good = tmp_path / "train_ckpt.pth"
