@@ -168,3 +168,45 @@ def test_later_rounds_keep_the_users_negative_prompt(comfy_server, models_dir):
         assert len(loop_history(entry)["rounds"]) == 2
         second_rounds.append(round_images(comfy_server, entry)[1].convert("RGB"))
     assert ImageChops.difference(*second_rounds).getbbox() is not None
+
+
+def test_best_image_and_best_prompt_outputs_are_the_best_rounds_not_the_last(comfy_server, models_dir):
+    """Three rounds scoring 0.333, 0.5, 0.417 (stop on no improvement off): the best is the middle round.
+    Loop End's best_image, best_prompt and best_round sockets are read back and compared with the rounds."""
+    script = [{"answer": pointwise_answer(2, 2, refined="a red fox in deep snow, take two"),
+               "when_request_contains": ROUND0},
+              {"answer": pointwise_answer(2.5, 2.5, refined="a red fox in deep snow at dusk, take three"),
+               "when_request_contains": "take two"},
+              {"answer": pointwise_answer(2.5, 2, refined="unused"), "when_request_contains": "take three"}]
+    api = t2i_loop(comfy_server, models_dir, script, max_rounds=3, stop_when_no_improvement=False)
+    api["90"] = {"class_type": "PreviewAny", "inputs": {"source": ["10", 1]}}     # best_prompt
+    api["91"] = {"class_type": "PreviewAny", "inputs": {"source": ["10", 5]}}     # best_round
+    entry = comfy_server.run(api, timeout=300)
+    hist = loop_history(entry)
+    assert [r["overall"] for r in hist["rounds"]] == [pytest.approx(v) for v in (1 / 3, 0.5, 5 / 12)]
+    assert hist["best"] == 1 and "maximum of 3" in hist["stop_reason"]
+    out = outputs(entry)
+    assert out["90"]["text"] == [hist["rounds"][1]["prompt"]] and "take two" in out["90"]["text"][0]
+    assert out["91"]["text"] == ["1"]
+    rounds = [im.convert("RGB") for im in round_images(comfy_server, entry)]
+    assert len(rounds) == 3
+    [best_ref] = images(entry, "11")
+    best = comfy_server.fetch_image(best_ref).convert("RGB")
+    assert best.tobytes() == rounds[1].tobytes()
+    assert best.tobytes() != rounds[2].tobytes() and best.tobytes() != rounds[0].tobytes()
+
+
+def test_best_image_after_a_drop_is_round_zeros_pixels(comfy_server, models_dir):
+    """Best = round 0, last = round 1 (the drop stops the loop): the best_image socket holds round 0."""
+    script = [{"answer": pointwise_answer(2.5, 2.5, refined=REFINED), "when_request_contains": ROUND0},
+              {"answer": pointwise_answer(2, 2, refined=REFINED + ", more"), "when_request_contains": "golden light"}]
+    api = t2i_loop(comfy_server, models_dir, script, max_rounds=4)
+    api["90"] = {"class_type": "PreviewAny", "inputs": {"source": ["10", 1]}}
+    entry = comfy_server.run(api, timeout=300)
+    hist = loop_history(entry)
+    assert len(hist["rounds"]) == 2 and hist["best"] == 0
+    first, second = (im.convert("RGB") for im in round_images(comfy_server, entry))
+    [best_ref] = images(entry, "11")
+    best = comfy_server.fetch_image(best_ref).convert("RGB")
+    assert best.tobytes() == first.tobytes() != second.tobytes()
+    assert outputs(entry)["90"]["text"] == [hist["rounds"][0]["prompt"]]

@@ -111,3 +111,80 @@ def test_best_round_ties_go_to_the_earlier_round_and_seed_policies():
     with pytest.raises(ValueError):
         next_seed(1, "random")
     assert math.isnan(UNREADABLE.overall())
+
+
+# -- loop edges: ties, dips, recoveries (each one a plausible slip in the stop rule or keep-the-best) --
+
+def run_rounds(rule: StopRule, critiques) -> tuple[History, list[str]]:
+    """Feed ``critiques`` round by round as Loop End does; returns the history and each round's decision."""
+    h, reasons = History(), []
+    for i, c in enumerate(critiques):
+        h.add(c, f"p{i}", 1, rule)
+        reasons.append(h.decide_stop(rule, f"p{i + 1}", 1))
+    return h, reasons
+
+
+def test_a_tie_with_the_best_is_no_improvement():
+    rule = StopRule(max_rounds=5, stop_when_no_improvement=True)
+    h, reasons = run_rounds(rule, [crit(2.5, 2.5), crit(2.5, 2.5)])
+    assert reasons[0] == ""
+    assert "did not improve" in reasons[1] and "0.500" in reasons[1]
+    assert h.best == 0                      # the earlier of two equal rounds
+
+
+def test_a_tie_after_a_rise_still_stops():
+    rule = StopRule(max_rounds=5)
+    h, reasons = run_rounds(rule, [crit(2, 2), crit(2.5, 2), crit(2, 2.5)])   # 0.333, 0.417, 0.417
+    assert reasons[:2] == ["", ""] and "did not improve" in reasons[2]
+    assert h.best == 1
+
+
+def test_a_strict_improvement_goes_on():
+    rule = StopRule(max_rounds=5)
+    _, reasons = run_rounds(rule, [crit(2.5, 2.5), crit(2.5, 2.75)])
+    assert reasons == ["", ""]
+
+
+def test_no_improvement_compares_with_the_best_so_far_not_the_previous_round():
+    """0.556, unreadable, 0.5: the round before round 2 has no score to beat, but round 2 is below the best
+    so far, so the loop stops there."""
+    rule = StopRule(max_rounds=6)
+    h, reasons = run_rounds(rule, [crit(3, 2.5, tr=2.5), UNREADABLE, crit(2.5, 2.5)])
+    assert reasons[:2] == ["", ""]          # an unreadable round neither improves nor stops the loop
+    assert "did not improve on the best score (0.556)" in reasons[2]
+    assert h.best == 0
+
+
+def test_decide_stop_reads_the_best_of_all_earlier_rounds():
+    """The rule itself, on a history of 0.333, 0.667, 0.5, 0.583 (as a loop with the rule off leaves it):
+    the last round beats the previous one but not the best."""
+    rule_off = StopRule(max_rounds=6, stop_when_no_improvement=False)
+    h, _ = run_rounds(rule_off, [crit(2, 2), crit(3, 2.5, tr=3.5), crit(2.5, 2.5), crit(2.75, 2.75)])
+    rule_on = StopRule(max_rounds=6, stop_when_no_improvement=True)
+    assert "did not improve on the best score (0.667)" in h.decide_stop(rule_on, "p4", 1)
+
+
+def test_three_rounds_dip_then_recover_keep_the_best_across_the_dip():
+    """No-improvement off: 0.5, 0.333 (dip), 0.417 (recovers, but not to round 0): best stays round 0 -
+    the recovery beats the round before it, not the best."""
+    rule = StopRule(max_rounds=3, stop_when_no_improvement=False)
+    h, reasons = run_rounds(rule, [crit(2.5, 2.5), crit(2, 2), crit(2.5, 2)])
+    assert reasons[:2] == ["", ""] and "maximum of 3" in reasons[2]
+    assert [h.best] == [0] and best_round(h.rounds) == 0
+    assert h.table().splitlines()[0].endswith("<- best")
+
+
+def test_dip_then_recover_above_the_best_moves_the_best():
+    rule = StopRule(max_rounds=3, stop_when_no_improvement=False)
+    h, _ = run_rounds(rule, [crit(2.5, 2.5), crit(2, 2), crit(3, 2.75)])
+    assert h.best == 2
+
+
+def test_best_after_each_round_of_a_dip():
+    """The best is tracked after every round, as Loop End reports it: 0, 0, 0, then 3."""
+    rule = StopRule(max_rounds=4, stop_when_no_improvement=False)
+    h, bests = History(), []
+    for i, c in enumerate([crit(2.5, 2.5), crit(1.5, 1.5), crit(2, 2.25), crit(2.75, 2.5)]):
+        h.add(c, f"p{i}", 1, rule)
+        bests.append(h.best)
+    assert bests == [0, 0, 0, 3]
