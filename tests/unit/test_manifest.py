@@ -1,0 +1,206 @@
+"""Critique at scale: manifests (JSONL/CSV/parquet), bad rows, resume after a kill, shards, several servers."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rationalrewards.backends.base import GenerationOptions
+from rationalrewards.cli import main
+from rationalrewards.dispatch import Dispatcher, server_critics
+from rationalrewards.manifest import (ResumableJsonl, critique_manifest, parse_shard, read_ids, read_manifest,
+                                      shard_of)
+from rationalrewards.script import AnswerScript, Rule
+from rationalrewards.tables import TableError
+from tests.fixtures.fake_openai import FakeOpenAI
+from tests.unit.toolkit_answers import pointwise_answer, tag_of
+
+ROOT = Path(__file__).resolve().parents[2]
+OPTS = GenerationOptions(max_new_tokens=16, temperature=0.0)
+
+
+def scores_for(n: int) -> dict:
+    return {"text_faithfulness": 1 + (n % 4), "physical_quality": 4 - (n % 3)}
+
+
+def answer(body: dict) -> str:
+    return pointwise_answer(scores_for(tag_of(body)))
+
+
+def write_rows(folder: Path, n: int, *, bad: bool = False) -> list[dict]:
+    """``n`` good rows (images as relative paths) and, with ``bad``, three broken ones."""
+    (folder / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        Image.new("RGB", (32, 32), (i * 9 % 256, 80, 160)).save(folder / "img" / f"{i}.png")
+        rows.append({"id": f"r{i}", "image": f"img/{i}.png", "prompt": f"a blue square item-{i}"})
+    if bad:
+        (folder / "img" / "broken.png").write_bytes(b"not a png")
+        rows += [{"id": "missing", "image": "img/nope.png", "prompt": "item-900"},
+                 {"id": "broken", "image": "img/broken.png", "prompt": "item-901"},
+                 {"id": "empty", "image": "img/0.png", "prompt": "  "}]
+    return rows
+
+
+def jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def peer():
+    with FakeOpenAI(answer=answer) as p:
+        yield p
+
+
+def pool(*peers, **kw) -> Dispatcher:
+    return Dispatcher(server_critics([p.url for p in peers], "critic", retries=0, timeout_s=10), **kw)
+
+
+# -- reading ---------------------------------------------------------------------------------------------
+
+def test_manifest_formats_read_the_same_rows(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    rows = write_rows(tmp_path, 3)
+    jsonl(tmp_path / "m.jsonl", rows)
+    with open(tmp_path / "m.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["id", "image", "prompt"])
+        w.writeheader()
+        w.writerows(rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
+    read = [[(r.id, r.image, r.prompt) for r in read_manifest(tmp_path / f"m.{ext}")]
+            for ext in ("jsonl", "csv", "parquet")]
+    assert read[0] == read[1] == read[2] == [(r["id"], r["image"], r["prompt"]) for r in rows]
+
+
+def test_manifest_errors_name_the_problem(tmp_path):
+    with pytest.raises(TableError, match="'prompt'"):
+        read_manifest(jsonl(tmp_path / "a.jsonl", [{"image": "x.png"}]))
+    with pytest.raises(TableError, match="id 'x' appears in rows 0 and 1"):
+        read_manifest(jsonl(tmp_path / "b.jsonl", [{"id": "x", "image": "a", "prompt": "p"}] * 2))
+    rows = read_manifest(jsonl(tmp_path / "c.jsonl", [{"image": "a", "prompt": "p"}] * 2))
+    assert [r.id for r in rows] == ["0", "1"]        # the row number when there is no id column
+    with pytest.raises(ValueError, match="K counts from 0"):
+        parse_shard("4/4")
+
+
+def test_shards_cover_every_row_exactly_once():
+    ids = [f"row-{i}" for i in range(1000)]
+    for n in (1, 2, 3, 7):
+        owners = [shard_of(i, n) for i in ids]
+        assert set(owners) == set(range(n))
+        assert shard_of("row-5", n) == owners[5]          # stable
+    counts = Counter(shard_of(i, 4) for i in ids)
+    assert min(counts.values()) > 180                     # roughly balanced
+
+
+# -- running ---------------------------------------------------------------------------------------------
+
+def test_bad_rows_are_reported_and_skipped_good_rows_parsed(tmp_path, peer):
+    manifest = jsonl(tmp_path / "m.jsonl", write_rows(tmp_path, 4, bad=True))
+    out = tmp_path / "out.jsonl"
+    logs: list[str] = []
+    with pool(peer) as p:
+        report = critique_manifest(manifest, out, p, options=OPTS, progress=False, log=logs.append)
+    assert report.written == 4 and sorted(f["id"] for f in report.failed) == ["broken", "empty", "missing"]
+    assert any("'missing' skipped" in m and "does not exist" in m for m in logs)
+    records = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert sorted(records) == ["r0", "r1", "r2", "r3"]
+    for i in range(4):
+        rec = records[f"r{i}"]
+        assert rec["scores"]["text_faithfulness"] == scores_for(i)["text_faithfulness"]
+        assert rec["states"] == {"text_faithfulness": "ok", "physical_quality": "ok", "text_rendering": "n/a"}
+        assert rec["model"] == "critic" and rec["template"] == "t2i_pointwise" and len(rec["template_hash"]) == 12
+        assert rec["image"] == f"img/{i}.png" and rec["refined_request"] == "a better prompt"
+    errors = [json.loads(line) for line in Path(str(out) + ".errors.jsonl").read_text().splitlines()]
+    assert {e["id"] for e in errors} == {"broken", "empty", "missing"}
+    # a rerun writes nothing twice and retries only the failed rows
+    n_requests = len(peer.chat_requests())
+    with pool(peer) as p:
+        again = critique_manifest(manifest, out, p, options=OPTS, progress=False, log=logs.append)
+    assert again.written == 0 and again.already_done == 4 and len(again.failed) == 3
+    assert len(peer.chat_requests()) == n_requests
+    assert len(out.read_text().splitlines()) == 4
+
+
+def test_partial_last_line_is_trimmed(tmp_path):
+    out = tmp_path / "o.jsonl"
+    out.write_bytes(b'{"id": "a"}\n{"id": "b"}\n{"id": "c", "sco')
+    sink = ResumableJsonl(out)
+    sink.write({"id": "c"})
+    sink.close()
+    assert sink.trimmed == len(b'{"id": "c", "sco')
+    assert read_ids([out]) == ["a", "b", "c"]
+
+
+def test_shards_over_two_servers_write_every_row_once(tmp_path):
+    manifest = jsonl(tmp_path / "m.jsonl", write_rows(tmp_path, 12))
+    outs = [tmp_path / f"shard{k}.jsonl" for k in range(3)]
+    with FakeOpenAI(answer=answer, delay=0.02) as a, FakeOpenAI(answer=answer, delay=0.02) as b:
+        with pool(a, b, max_concurrency=4) as p:
+            for k, out in enumerate(outs):
+                critique_manifest(manifest, out, p, options=OPTS, shard=(k, 3), progress=False)
+        assert len(a.chat_requests()) > 0 and len(b.chat_requests()) > 0     # the load was spread
+        assert len(a.chat_requests()) + len(b.chat_requests()) == 12
+        assert a.max_in_flight + b.max_in_flight <= 4
+    ids = read_ids(outs)
+    assert sorted(ids) == sorted(f"r{i}" for i in range(12)) and len(ids) == len(set(ids))
+
+
+def test_cli_run_killed_mid_way_resumes_without_duplicate_or_gap(tmp_path):
+    n = 24
+    manifest = jsonl(tmp_path / "m.jsonl", write_rows(tmp_path, n))
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "rationalrewards.cli", "critique", "--manifest", str(manifest), "--out", str(out),
+           "--server", "", "--model", "critic", "--max-concurrency", "2", "--max-new-tokens", "16",
+           "--no-progress", "--retries", "0"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    with FakeOpenAI(answer=answer, delay=0.15) as peer:
+        cmd[cmd.index("--server") + 1] = peer.url
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while (not out.exists() or len(out.read_bytes().splitlines()) < 4) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        first = read_ids([out])
+        assert 4 <= len(first) < n
+        with open(out, "ab") as f:               # as if the kill had cut a line in half
+            f.write(b'{"id": "r999", "scores": {"text_fa')
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "removed a partial last line" in done.stderr
+    ids = read_ids([out])
+    assert sorted(ids) == sorted(f"r{i}" for i in range(n)) and len(ids) == n
+    assert ids[:len(first)] == first
+
+
+def test_in_process_critic_with_replayed_answers(tmp_path, qwen3_critic):
+    rows = write_rows(tmp_path, 3, bad=True)
+    manifest = jsonl(tmp_path / "m.jsonl", rows)
+    script = AnswerScript(tuple(Rule(pointwise_answer(scores_for(i)), when_request_contains=f"item-{i}")
+                                for i in range(3)))
+    out = tmp_path / "out.jsonl"
+    with Dispatcher(qwen3_critic.with_script(script)) as p:
+        report = critique_manifest(manifest, out, p, options=GenerationOptions(max_new_tokens=400, temperature=0),
+                                   progress=False, log=lambda m: None)
+    assert report.written == 3 and len(report.failed) == 3
+    recs = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert recs["r2"]["scores"]["physical_quality"] == scores_for(2)["physical_quality"]
+
+
+def test_cli_manifest_needs_out(tmp_path):
+    manifest = jsonl(tmp_path / "m.jsonl", write_rows(tmp_path, 1))
+    with pytest.raises(SystemExit, match="--out"):
+        main(["critique", "--manifest", str(manifest), "--server", "http://127.0.0.1:9/v1"])
