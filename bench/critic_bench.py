@@ -9,15 +9,14 @@ measured in the same run.
   python bench/critic_bench.py --dry-run  the GPU mode's steps on a tiny config on CPU (checks the logic;
                                           its timings mean nothing)
 
-Prints one JSON object; ``--json PATH`` also writes it. Needs only torch + transformers (+ tokenizers):
-the core is imported from ``models/`` and the offload mechanics from ``nodes/residency.py`` by path, so it
-runs on a machine without ComfyUI or the editable install.
+Prints one JSON object; ``--json PATH`` also writes it. Needs torch, transformers and the core installed
+(``pip install -e .``, which ``scripts/setup_env.sh`` does): the offload mechanics are the core's
+``rationalrewards.residency``, the same code the nodes use, so it runs on a machine without ComfyUI.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import json
 import platform
 import statistics
@@ -51,26 +50,6 @@ SHAPES = {
                              num_position_embeddings=64, deepstack_visual_indexes=[0, 1]),
                  vocab=None),
 }
-
-
-def import_core():
-    """``rationalrewards`` (models/): the editable install, or the folder loaded as that package."""
-    try:
-        import rationalrewards  # noqa: F401
-    except ImportError:
-        spec = importlib.util.spec_from_file_location("rationalrewards", ROOT / "models" / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT / "models")])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["rationalrewards"] = module
-        spec.loader.exec_module(module)
-
-
-def import_residency():
-    spec = importlib.util.spec_from_file_location("rr_residency", ROOT / "nodes" / "residency.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["rr_residency"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_processor(max_pixels: int):
@@ -204,14 +183,13 @@ def cpu_overheads(critic, side: int, new_tokens: int) -> dict:
 
 
 def run(args) -> dict:
-    import_core()
     import transformers
     from rationalrewards.backends.base import GenerationOptions
     from rationalrewards.backends.transformers_backend import TransformersBackend
     from rationalrewards.critic import Critic, Item
     from rationalrewards.parser import parse_critique
+    from rationalrewards.residency import HostCopies, torch_pin, torch_unpin
     from rationalrewards.rubric import Task
-    res_mod = import_residency()
 
     gpu = not (args.cpu or args.dry_run)
     if gpu and not torch.cuda.is_available():
@@ -282,8 +260,7 @@ def run(args) -> dict:
 
     # 3. swap-in after offload: the adapter's host copies, pageable then pinned
     target = device                            # off the GPU every move is a no-op: only the bookkeeping runs
-    host = res_mod.HostCopies(model, pin=res_mod.torch_pin if gpu else None,
-                              unpin=res_mod.torch_unpin if gpu else None)
+    host = HostCopies(model, pin=torch_pin if gpu else None, unpin=torch_unpin if gpu else None)
     gb = host.nbytes / 1e9
     first_off = host.to("cpu")
     pageable_in = host.to(target, pin=False)

@@ -134,9 +134,9 @@ class TokenProgress:
 
 
 @contextmanager
-def generating(critic: Critic, options: GenerationOptions, items: int,
+def generating(handle: residency.CriticHandle, options: GenerationOptions, items: int,
                *images: torch.Tensor | None) -> Iterator[dict]:
-    """``with generating(critic, options, n, image[, image2]) as hooks: critic.critique(..., **hooks)``.
+    """``with generating(handle, options, n, image[, image2]) as hooks: handle.critic.critique(..., **hooks)``.
 
     Around a node's generation: ComfyUI's memory manager puts the critic on its device (evicting what
     it must) and takes it back afterwards unless 'keep_loaded'; ``hooks`` are the progress bar over
@@ -144,14 +144,17 @@ def generating(critic: Critic, options: GenerationOptions, items: int,
     ``images`` are the IMAGE inputs one item combines (they size the KV-cache headroom).
     """
     pixels = sum(int(t.shape[-3]) * int(t.shape[-2]) for t in images if isinstance(t, torch.Tensor))
-    batch = max(1, int(getattr(critic.backend, "batch_size", 1)))
-    with residency.resident(critic, options, items, pixels):
+    batch = max(1, int(getattr(handle.critic.backend, "batch_size", 1)))
+    with residency.resident(handle, options, items, pixels):
         yield {"progress": TokenProgress(-(-items // batch), options.max_new_tokens),
                "should_stop": comfy.model_management.processing_interrupted}
 
 
-def check_critic(critic: object, node: str) -> Critic:
-    if not isinstance(critic, Critic):
+def check_critic(critic: object, node: str) -> residency.CriticHandle:
+    """The RR_CRITIC input as a handle (a bare core ``Critic`` has no residency)."""
+    if isinstance(critic, Critic):
+        return residency.CriticHandle(critic)
+    if not isinstance(critic, residency.CriticHandle):
         raise fail(node, "the critic input is not an RR_CRITIC; connect it to a 'Load RationalRewards critic' node")
     return critic
 

@@ -48,7 +48,7 @@ class Compare(io.ComfyNode):
     @classmethod
     def execute(cls, critic, image_a, image_b, prompt: str, max_new_tokens: int, temperature: float, seed: int,
                 source=None) -> io.NodeOutput:
-        critic = check_critic(critic, NODE)
+        handle = check_critic(critic, NODE)
         with user_errors(NODE):
             a = to_pil_list(image_a, NODE, "image_a")
             b = to_pil_list(image_b, NODE, "image_b")
@@ -56,8 +56,8 @@ class Compare(io.ComfyNode):
             if len(a) != 1 or len(b) != 1 or (src is not None and len(src) != 1):
                 raise fail(NODE, "compare takes single images (batch of 1 each); use 'Rank Images' for batches")
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(critic, options, 1, image_a, image_b, source) as hooks:
-                result = critic.compare(a[0], b[0], prompt, options, source=src[0] if src else None,
+            with generating(handle, options, 1, image_a, image_b, source) as hooks:
+                result = handle.critic.compare(a[0], b[0], prompt, options, source=src[0] if src else None,
                                         **hooks)
         winner = result.winner
         total_a, total_b = result.totals()

@@ -60,12 +60,12 @@ class CritiqueImage(io.ComfyNode):
     def execute(cls, critic, image, prompt: str, weights: str, max_new_tokens: int, temperature: float,
                 seed: int) -> io.NodeOutput:
         node = "RR Critique Image"
-        critic = check_critic(critic, node)
+        handle = check_critic(critic, node)
         with user_errors(node):
             images = to_pil_list(image, node)
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(critic, options, len(images), image) as hooks:
-                crits = critic.critique(images, prompt, options, **hooks)
+            with generating(handle, options, len(images), image) as hooks:
+                crits = handle.critic.critique(images, prompt, options, **hooks)
         prompts = [prompt] * len(crits)
         data = CritiqueSet(crits, prompts, weights, images=image)
         return critique_outputs(crits, prompts, weights, Task.T2I, data)
@@ -97,7 +97,7 @@ class CritiqueEdit(io.ComfyNode):
     def execute(cls, critic, source, edited, instruction: str, weights: str, max_new_tokens: int,
                 temperature: float, seed: int) -> io.NodeOutput:
         node = "RR Critique Edit"
-        critic = check_critic(critic, node)
+        handle = check_critic(critic, node)
         with user_errors(node):
             sources = to_pil_list(source, node, "source")
             edits = to_pil_list(edited, node, "edited")
@@ -107,8 +107,8 @@ class CritiqueEdit(io.ComfyNode):
                 raise fail(node, f"source has {len(sources)} images but edited has {len(edits)}; give one source "
                                  "for all edits, or exactly one source per edited image")
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(critic, options, len(edits), source, edited) as hooks:
-                crits = critic.critique(edits, instruction, options, sources=sources, **hooks)
+            with generating(handle, options, len(edits), source, edited) as hooks:
+                crits = handle.critic.critique(edits, instruction, options, sources=sources, **hooks)
         prompts = [instruction] * len(crits)
         data = CritiqueSet(crits, prompts, weights, images=edited, sources=source)
         return critique_outputs(crits, prompts, weights, Task.EDIT, data)

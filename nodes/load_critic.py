@@ -82,8 +82,8 @@ class LoadCritic(io.ComfyNode):
                                  attention=attention, max_pixels=max_pixels or None, batch_size=batch_size,
                                  decoding=decoding,
                                  progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
-        residency.attach(critic.backend, target, keep_loaded=keep_loaded)
-        return io.NodeOutput(critic)
+        return io.NodeOutput(residency.CriticHandle(critic, residency.attach(critic.backend.model, target,
+                                                                             keep_loaded=keep_loaded)))
 
 
 class ReplayAnswers(io.ComfyNode):
@@ -111,9 +111,9 @@ class ReplayAnswers(io.ComfyNode):
     @classmethod
     def execute(cls, critic, script: str) -> io.NodeOutput:
         node = "RR Replay Answers"
-        critic = check_critic(critic, node)
+        handle = check_critic(critic, node)
         try:
             parsed = AnswerScript.from_json(script)
         except ValueError as e:
             raise fail(node, str(e)) from None
-        return io.NodeOutput(critic.with_script(parsed))
+        return io.NodeOutput(handle.with_script(parsed))

@@ -216,7 +216,7 @@ class DefectPhrases(io.ComfyNode):
         if critic is None:
             raise fail(node, "source 'ask_critic' needs the critic input: connect the critic that wrote the "
                              "critique, or choose source 'justifications'")
-        critic = check_critic(critic, node)
+        handle = check_critic(critic, node)
         if data.images is None:
             notes.append("critique_data carries no image to show the critic; phrases come from the justifications")
             return None
@@ -226,8 +226,8 @@ class DefectPhrases(io.ComfyNode):
             if data.critiques[index].task is Task.EDIT and data.sources is not None:
                 sources = to_pil_list(data.sources, node, "source")
                 source = sources[min(index, len(sources) - 1)]
-            with generating(critic, options, 1, data.images, data.sources) as hooks:
-                result = ask_regions(critic, data.critiques[index], data.prompts[index], image, source,
+            with generating(handle, options, 1, data.images, data.sources) as hooks:
+                result = ask_regions(handle.critic, data.critiques[index], data.prompts[index], image, source,
                                      max_regions=max_regions, options=options, **hooks)
         if not result.phrases and not result.nothing_to_fix:
             notes.append("the critic's follow-up answer was unreadable; phrases come from the justifications")

@@ -47,12 +47,12 @@ class Rank(io.ComfyNode):
     @classmethod
     def execute(cls, critic, images, prompt: str, weights: str, max_new_tokens: int, temperature: float,
                 seed: int) -> io.NodeOutput:
-        critic = check_critic(critic, NODE)
+        handle = check_critic(critic, NODE)
         with user_errors(NODE):
             pils = to_pil_list(images, NODE, "images")
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(critic, options, len(pils), images) as hooks:
-                crits = critic.critique(pils, prompt, options, **hooks)
+            with generating(handle, options, len(pils), images) as hooks:
+                crits = handle.critic.critique(pils, prompt, options, **hooks)
         ranked = rank(crits, weights)
         order = torch.tensor([r.index for r in ranked], dtype=torch.long)
         batch = images if images.ndim == 4 else images.unsqueeze(0)

@@ -1,54 +1,37 @@
-"""Where the critic's weights live is ComfyUI's decision: the one module that moves them.
+"""When the critic's weights move is ComfyUI's decision: the thin adapter over ``comfy.model_management``.
 
 ``CriticPatcher`` is a ``ModelPatcher`` whose model is a small holder around the Hugging Face
 model (the HF model's ``device`` is a read-only property, and ComfyUI writes ``model.device``;
 so we wrap instead of patching). ``comfy.model_management.load_models_gpu([patcher])`` loads the
 critic like any checkpoint, and ``free_memory`` evicts it when a generator needs the VRAM.
 
-Offloading keeps one host copy of every weight for the critic's lifetime, pinned through
-``comfy.model_management.pin_memory`` when CUDA is in use: evicting drops the GPU copy (no copy
-back, no allocation), and loading is one host->device copy at PCIe speed. The whole model moves
-or nothing does: a transformers model cannot run half on the CPU the way ComfyUI's cast-weight
-layers can.
+How the weights move (host copies, pinning, movability, memory estimates) is the core's
+``rationalrewards.residency`` (``models/residency.py``); host copies are pinned through
+``comfy.model_management.pin_memory`` so they count against ComfyUI's pinned budget.
 
 Quantised (bitsandbytes) or device-mapped critics cannot move; they stay resident, and each
 critique asks ``free_memory`` for room for its KV cache so the generator's budget stays honest.
 
-Import-safe without ComfyUI (the benchmark loads this file by path and uses ``HostCopies``);
-``CriticPatcher`` and ``attach`` need ComfyUI.
+The residency is held on the node side: an RR_CRITIC link carries a :class:`CriticHandle` (the
+core critic plus its residency), never a slot on the core's backend.
 """
 from __future__ import annotations
 
 import logging
-import time
-import weakref
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Iterator
 
 import torch
 
-try:
-    import comfy.model_management as mm
-    from comfy.model_patcher import ModelPatcher
-except ImportError:          # headless: the benchmark and tools use HostCopies only
-    mm = None
-    ModelPatcher = object
+import comfy.model_management as mm
+from comfy.model_patcher import ModelPatcher
+
+from ..models.critic import Critic
+from ..models.residency import HostCopies, generation_bytes, is_movable, same_device
+from ..models.script import AnswerScript
 
 log = logging.getLogger("RationalRewards")
-PinFn = Callable[[torch.Tensor], bool]
-UnpinFn = Callable[[torch.Tensor], object]
-
-
-def torch_pin(t: torch.Tensor) -> bool:
-    """Page-lock ``t``'s memory in place (what ComfyUI's pin_memory does, without its budget)."""
-    if not torch.cuda.is_available() or t.device.type != "cpu" or not t.is_contiguous() or t.numel() == 0:
-        return False
-    return int(torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 0)) == 0
-
-
-def torch_unpin(t: torch.Tensor) -> None:
-    torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
 
 
 def comfy_pin(t: torch.Tensor) -> bool:
@@ -59,108 +42,6 @@ def comfy_pin(t: torch.Tensor) -> bool:
 
 def comfy_unpin(t: torch.Tensor) -> None:
     mm.unpin_memory(t)
-
-
-class HostCopies:
-    """Moves every parameter and buffer of ``model`` between a host copy and a compute device.
-
-    The host copy is made once (the CPU weights themselves when the model starts on the CPU) and
-    kept: ``to(cpu)`` re-points the weights at it, ``to(cuda)`` copies from it. ``pin`` page-locks
-    host copies (only used when moving to CUDA); a copy that cannot be pinned stays pageable.
-    """
-
-    def __init__(self, model: torch.nn.Module, pin: PinFn | None = None, unpin: UnpinFn | None = None):
-        self.tensors = list({id(t): t for t in list(model.parameters()) + list(model.buffers())}.values())
-        self.host: list[torch.Tensor | None] = [None] * len(self.tensors)
-        self.pin, self.unpin = pin, unpin
-        self.pinned: list[torch.Tensor] = []
-        self._pinned_idx: set[int] = set()
-        self._pin_failures = 0
-        self.nbytes = sum(t.numel() * t.element_size() for t in self.tensors)
-        self._finalizer = weakref.finalize(self, HostCopies._release, self.pinned, unpin)
-
-    @property
-    def device(self) -> torch.device:
-        return self.tensors[0].device if self.tensors else torch.device("cpu")
-
-    @property
-    def pinned_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.pinned)
-
-    def _host_copy(self, i: int, pin: bool) -> torch.Tensor:
-        host = self.host[i]
-        if host is None:
-            t = self.tensors[i].data
-            host = t if t.device.type == "cpu" else torch.empty_like(t, device="cpu").copy_(t)
-            self.host[i] = host
-        if pin and self.pin is not None and i not in self._pinned_idx and self._pin_failures < 8:
-            if self.pin(host):
-                self.pinned.append(host)
-                self._pinned_idx.add(i)
-            else:
-                # Weights loaded from safetensors may be file-backed mappings that cannot be page-locked:
-                # pin a private copy instead. Repeated failures mean the pinned budget is spent.
-                fresh = torch.empty_like(host, device="cpu").copy_(host)
-                if self.pin(fresh):
-                    self.pinned.append(fresh)
-                    self._pinned_idx.add(i)
-                    if self.tensors[i].device.type == "cpu":
-                        self.tensors[i].data = fresh
-                    self.host[i] = host = fresh
-                else:
-                    self._pin_failures += 1
-        return host
-
-    def to(self, device: torch.device | str, pin: bool | None = None) -> float:
-        """Put every weight on ``device``; returns the seconds it took (synchronised on CUDA)."""
-        device = torch.device(device)
-        t0 = time.perf_counter()
-        pin = device.type == "cuda" if pin is None else pin
-        for i, t in enumerate(self.tensors):
-            if device.type == "cpu":
-                t.data = self._host_copy(i, pin=False)     # no copy: the host copy is kept
-            elif same_device(t.device, device):
-                continue
-            else:
-                host = self._host_copy(i, pin=pin) if t.device.type == "cpu" else t.data
-                t.data = host.to(device, non_blocking=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
-
-    def release(self) -> None:
-        """Unpin the host copies (also done when this object is collected)."""
-        self._finalizer()
-
-    @staticmethod
-    def _release(pinned: list[torch.Tensor], unpin: UnpinFn | None) -> None:
-        if unpin is not None:
-            for t in pinned:
-                try:
-                    unpin(t)
-                except Exception:   # interpreter shutdown: nothing left to leak into
-                    pass
-        pinned.clear()
-
-
-def same_device(a: torch.device, b: torch.device) -> bool:
-    """``cuda`` and ``cuda:0`` are the same place when the current device is 0."""
-    if a.type != b.type:
-        return False
-    if a.type != "cuda" or a.index == b.index:
-        return True
-    current = torch.cuda.current_device()
-    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
-
-
-def is_movable(model: torch.nn.Module) -> bool:
-    """False for models a plain ``.to(device)`` would break: bitsandbytes-quantised or device-mapped."""
-    if getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None) is not None:
-        return False
-    if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
-        return False
-    device_map = getattr(model, "hf_device_map", None)
-    return not (isinstance(device_map, dict) and len({str(d) for d in device_map.values()}) > 1)
 
 
 class RationalRewardsCritic(torch.nn.Module):
@@ -182,8 +63,6 @@ class CriticPatcher(ModelPatcher):
 
     def __init__(self, model: RationalRewardsCritic, load_device: torch.device, offload_device: torch.device,
                  size: int = 0, weight_inplace_update: bool = False):
-        if mm is None:
-            raise RuntimeError("CriticPatcher needs ComfyUI (comfy.model_patcher)")
         super().__init__(model, load_device, offload_device, size=size or model.host.nbytes,
                          weight_inplace_update=weight_inplace_update)
 
@@ -224,7 +103,7 @@ class CriticPatcher(ModelPatcher):
 
 @dataclass
 class Residency:
-    """The node side's handle on one loaded critic (kept on ``backend.residency``)."""
+    """Where one in-process critic lives under ComfyUI's memory manager (see :class:`CriticHandle`)."""
     patcher: CriticPatcher | None        # None: the critic cannot move (quantised / device-mapped)
     load_device: torch.device
     keep_loaded: bool = False
@@ -281,57 +160,39 @@ def offload_device(load_device: torch.device) -> torch.device:
     return mm.unet_offload_device() if load_device.type != "cpu" else load_device
 
 
-def attach(backend, load_device: torch.device, keep_loaded: bool = False) -> Residency:
-    """Register ``backend.model`` with ComfyUI's memory manager; sets and returns ``backend.residency``."""
-    model = backend.model
+def attach(model: torch.nn.Module, load_device: torch.device, keep_loaded: bool = False) -> Residency:
+    """Register a loaded HF ``model`` with ComfyUI's memory manager (or, when it cannot move, keep it)."""
     if not is_movable(model):
-        residency = Residency(None, load_device, keep_loaded=True)
-    else:
-        offload = offload_device(load_device)
-        pinning = load_device.type == "cuda" and offload.type == "cpu"
-        host = HostCopies(model, pin=comfy_pin if pinning else None, unpin=comfy_unpin if pinning else None)
-        holder = RationalRewardsCritic(model, host, device=host.device)
-        residency = Residency(CriticPatcher(holder, load_device, offload), load_device, keep_loaded=keep_loaded)
-    backend.residency = residency
-    return residency
+        return Residency(None, load_device, keep_loaded=True)
+    offload = offload_device(load_device)
+    pinning = load_device.type == "cuda" and offload.type == "cpu"
+    host = HostCopies(model, pin=comfy_pin if pinning else None, unpin=comfy_unpin if pinning else None)
+    holder = RationalRewardsCritic(model, host, device=host.device)
+    return Residency(CriticPatcher(holder, load_device, offload), load_device, keep_loaded=keep_loaded)
 
 
-def inference_bytes(model: torch.nn.Module, batch: int, prompt_tokens: int, new_tokens: int) -> int:
-    """A generous estimate of the memory one generation needs besides the weights: KV cache for the
-    whole budget, the prefill's widest activations and float32 logits."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    heads = getattr(cfg, "num_attention_heads", 1)
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    elt = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 2
-    kv = 2 * cfg.num_hidden_layers * kv_heads * head_dim * elt * batch * (prompt_tokens + new_tokens)
-    prefill = batch * prompt_tokens * (4 * cfg.hidden_size + 2 * getattr(cfg, "intermediate_size", 0)) * elt
-    logits = 4 * batch * cfg.vocab_size * 4
-    return int(kv + prefill + logits)
+@dataclass(frozen=True)
+class CriticHandle:
+    """What flows on an RR_CRITIC link: the core critic and, for an in-process checkpoint, its
+    residency. Server and headless critics have none (nothing for ComfyUI to move)."""
+    critic: Critic
+    residency: Residency | None = None
 
-
-def prompt_tokens(processor, pixels_per_item: int, max_pixels: int | None = None, text_tokens: int = 640) -> int:
-    """Prompt length estimate for one item: image tokens from its pixels (Qwen-VL: one token per
-    (patch*merge)^2 pixels) plus the template's text."""
-    ip = getattr(processor, "image_processor", None)
-    side = getattr(ip, "patch_size", 16) * getattr(ip, "merge_size", 2)
-    pixels = pixels_per_item if not max_pixels else min(pixels_per_item, max_pixels)
-    return text_tokens + pixels // (side * side)
+    def with_script(self, script: AnswerScript | None) -> "CriticHandle":
+        """The same critic (and residency) answering from ``script`` where it matches."""
+        return replace(self, critic=self.critic.with_script(script))
 
 
 @contextmanager
-def resident(critic, options, items: int, pixels_per_item: int) -> Iterator[None]:
-    """``with resident(critic, options, n, pixels):`` around every generation a node runs.
+def resident(handle: CriticHandle, options, items: int, pixels_per_item: int) -> Iterator[None]:
+    """``with resident(handle, options, n, pixels):`` around every generation a node runs.
 
-    Critics without a residency (headless, scripted, server backends) pass straight through.
+    Critics without a residency (scripted headless, server backends) pass straight through.
     """
-    backend = critic.backend
-    residency: Residency | None = getattr(backend, "residency", None)
-    if residency is None or mm is None:
+    if handle.residency is None:
         yield
         return
-    batch = max(1, min(items, int(getattr(backend, "batch_size", 1))))
-    need = inference_bytes(backend.model, batch, prompt_tokens(backend.processor, pixels_per_item, critic.max_pixels),
-                           options.max_new_tokens)
-    with residency.use(need):
+    critic = handle.critic
+    need = generation_bytes(critic.backend, items, pixels_per_item, options.max_new_tokens, critic.max_pixels)
+    with handle.residency.use(need):
         yield

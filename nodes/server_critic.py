@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..models.backends.openai_server import OpenAIServerBackend, ServerError
 from ..models.critic import Critic
 from .common import CATEGORY, CriticType, fail
+from .residency import CriticHandle
 
 NODE = "RR Connect to Critic Server"
 
@@ -61,4 +62,4 @@ class ServerCritic(io.ComfyNode):
         except (ServerError, ValueError) as e:
             raise fail(NODE, str(e)) from None
         critic = Critic(backend=backend, max_pixels=max_pixels or None, name=f"{name} @ {backend.base_url}")
-        return io.NodeOutput(critic)
+        return io.NodeOutput(CriticHandle(critic))

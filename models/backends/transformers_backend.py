@@ -129,7 +129,6 @@ class TransformersBackend:
         self.source = source
         self.decoding = decoding
         self.compile_config: CompileConfig | None = None   # None: CompileConfig(fullgraph=False)
-        self.residency = None   # set by the ComfyUI side (nodes/residency.py); the core never reads it
         tok = self.tokenizer
         tok.padding_side = "left"
         eos = model.generation_config.eos_token_id

@@ -73,3 +73,24 @@ def _one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+PACK_PACKAGE = "rr_pack"
+
+
+@pytest.fixture(scope="session")
+def pack(tmp_path_factory):
+    """``pack("nodes.residency")`` -> that module of this checkout imported as a package, the way ComfyUI
+    imports a custom node folder (its folder name is not a Python identifier, so a link named
+    ``rr_pack`` stands in for it). Nothing is loaded by file path. The node side imports ComfyUI:
+    put the ComfyUI tree on ``sys.path`` first."""
+    import importlib
+
+    holder = tmp_path_factory.mktemp("pack")
+    (holder / PACK_PACKAGE).symlink_to(ROOT, target_is_directory=True)
+    sys.path.append(str(holder))
+
+    def _import(module: str):
+        return importlib.import_module(f"{PACK_PACKAGE}.{module}")
+    yield _import
+    sys.path.remove(str(holder))

@@ -1,11 +1,11 @@
-"""nodes/residency.py: host copies, and the critic under ComfyUI's real memory manager (in-process, --cpu).
+"""Residency: the core's host copies (models/residency.py, plain torch) and the ComfyUI adapter
+(nodes/residency.py) under ComfyUI's real memory manager (in-process, --cpu).
 
-ComfyUI is imported from the test tree (.comfyui/ComfyUI) with ``args.cpu`` set first, and residency.py
-is loaded by path (the pack's ``nodes`` package needs a running ComfyUI to import).
+ComfyUI is imported from the test tree (.comfyui/ComfyUI) with ``args.cpu`` set first; the adapter is
+imported as part of the pack package, the way ComfyUI imports a custom node folder (``pack`` fixture).
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rationalrewards import residency as core
 from rationalrewards.backends.base import GenerationOptions
 from rationalrewards.critic import Item
 from rationalrewards.rubric import Task
@@ -20,14 +21,6 @@ from tests.comfy_server import comfy_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 GREEDY = GenerationOptions(max_new_tokens=12, temperature=0)
-
-
-def load_residency():
-    spec = importlib.util.spec_from_file_location("rr_residency_under_test", ROOT / "nodes" / "residency.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -44,15 +37,15 @@ def comfy_mm():
 
 
 @pytest.fixture(scope="module")
-def res(comfy_mm):
-    module = load_residency()
+def res(comfy_mm, pack):
+    module = pack("nodes.residency")
     assert module.mm is comfy_mm
     return module
 
 
 @pytest.fixture
 def critic(tiny_models_dir):
-    """A fresh tiny critic per test: residency state lives on its backend."""
+    """A fresh tiny critic per test (the residency registers its weights)."""
     from rationalrewards.loader import load_critic
     return load_critic("tiny-qwen3vl", [tiny_models_dir], device="cpu")
 
@@ -78,10 +71,9 @@ class Tied(torch.nn.Module):
 
 
 def test_host_copies_are_the_cpu_weights_themselves_and_counted_once():
-    res = load_residency()
     m = Tied()
     ptrs = [t.data_ptr() for t in m.parameters()] + [m.scale.data_ptr()]
-    host = res.HostCopies(m)
+    host = core.HostCopies(m)
     assert host.nbytes == (16 + 4 + 4 + 4) * 4        # a.weight, a.bias, b.bias, scale
     assert host.to("cpu") >= 0 and host.device.type == "cpu"
     assert [t.data_ptr() for t in m.parameters()] + [m.scale.data_ptr()] == ptrs   # nothing copied
@@ -93,46 +85,43 @@ def test_host_copies_are_the_cpu_weights_themselves_and_counted_once():
 
 
 def test_pinning_falls_back_to_a_private_copy_then_gives_up():
-    res = load_residency()
     m = torch.nn.Linear(8, 8)
     calls: list[int] = []
 
     def pin_only_fresh(t):                           # in-place pin fails (file-backed), a fresh copy pins
         calls.append(t.data_ptr())
         return len(calls) % 2 == 0
-    host = res.HostCopies(m, pin=pin_only_fresh, unpin=lambda t: None)
+    host = core.HostCopies(m, pin=pin_only_fresh, unpin=lambda t: None)
     original = m.weight.data_ptr()
     host._host_copy(0, pin=True)
     assert host.pinned_bytes == m.weight.numel() * 4 and m.weight.data_ptr() != original
     assert torch.equal(host.host[0], m.weight.data)
-    never = res.HostCopies(torch.nn.Linear(8, 8), pin=lambda t: False, unpin=lambda t: None)
+    never = core.HostCopies(torch.nn.Linear(8, 8), pin=lambda t: False, unpin=lambda t: None)
     for _ in range(12):
         never._pinned_idx.discard(0)
         never._host_copy(0, pin=True)
     assert never.pinned_bytes == 0 and never._pin_failures == 8     # stops trying: budget spent
     unpinned: list[int] = []
-    h = res.HostCopies(torch.nn.Linear(2, 2), pin=lambda t: True, unpin=lambda t: unpinned.append(1))
+    h = core.HostCopies(torch.nn.Linear(2, 2), pin=lambda t: True, unpin=lambda t: unpinned.append(1))
     h._host_copy(0, pin=True)
     h.release()
     assert unpinned == [1] and h.pinned_bytes == 0
 
 
 def test_movable_decision():
-    res = load_residency()
     plain = torch.nn.Linear(2, 2)
-    assert res.is_movable(plain)
+    assert core.is_movable(plain)
     for attr, value in [("is_quantized", True), ("is_loaded_in_8bit", True), ("is_loaded_in_4bit", True),
                         ("hf_quantizer", object()), ("hf_device_map", {"a": 0, "b": "cpu"})]:
         m = torch.nn.Linear(2, 2)
         setattr(m, attr, value)
-        assert not res.is_movable(m), attr
+        assert not core.is_movable(m), attr
     one_device = torch.nn.Linear(2, 2)
     one_device.hf_device_map = {"a": 0, "b": 0}
-    assert res.is_movable(one_device)
+    assert core.is_movable(one_device)
 
 
 def test_inference_estimate_for_the_8b_shape():
-    res = load_residency()
 
     class Cfg:
         hidden_size, intermediate_size, num_hidden_layers = 4096, 12288, 36
@@ -141,14 +130,14 @@ def test_inference_estimate_for_the_8b_shape():
     class Model:
         config, dtype = Cfg(), torch.bfloat16
     kv_per_token = 2 * 36 * 8 * 128 * 2                 # 144 KiB
-    need = res.inference_bytes(Model(), batch=16, prompt_tokens=1476, new_tokens=2048)
+    need = core.inference_bytes(Model(), batch=16, prompt_tokens=1476, new_tokens=2048)
     assert kv_per_token * 16 * (1476 + 2048) < need < 2 * kv_per_token * 16 * (1476 + 2048)
 
     class Proc:
         class image_processor:
             patch_size, merge_size = 16, 2
-    assert res.prompt_tokens(Proc(), 1024 * 1024) == 640 + 1024
-    assert res.prompt_tokens(Proc(), 1024 * 1024, max_pixels=512 * 512) == 640 + 256
+    assert core.prompt_tokens(Proc(), 1024 * 1024) == 640 + 1024
+    assert core.prompt_tokens(Proc(), 1024 * 1024, max_pixels=512 * 512) == 640 + 256
 
 
 CRITIC_NODES = ("common.py", "critique.py", "compare.py", "rank.py", "load_critic.py", "loop.py")
@@ -169,8 +158,9 @@ def test_the_pack_moves_weights_only_through_residency():
 def test_load_use_and_release_through_load_models_gpu(res, comfy_mm, critic, caplog):
     mm = comfy_mm
     before = critic.backend.generate([request(critic)], GREEDY)
-    r = res.attach(critic.backend, res.compute_device("auto"), keep_loaded=False)
-    assert critic.backend.residency is r and r.movable and r.load_device.type == "cpu"
+    r = res.attach(critic.backend.model, res.compute_device("auto"), keep_loaded=False)
+    assert not hasattr(critic.backend, "residency"), "the residency is held on the node side"
+    assert r.movable and r.load_device.type == "cpu"
     assert r.patcher.model_size() == sum(p.numel() * p.element_size() for p in critic.backend.model.parameters()) \
         + sum(b.numel() * b.element_size() for b in critic.backend.model.buffers())
     with caplog.at_level("INFO"):
@@ -185,7 +175,7 @@ def test_load_use_and_release_through_load_models_gpu(res, comfy_mm, critic, cap
 
 def test_keep_loaded_survives_reuse_and_is_evicted_by_comfyui(res, comfy_mm, critic, monkeypatch):
     mm = comfy_mm
-    r = res.attach(critic.backend, torch.device("cpu"), keep_loaded=True)
+    r = res.attach(critic.backend.model, torch.device("cpu"), keep_loaded=True)
     moves: list[str] = []
     real_to = r.patcher.model.host.to
     monkeypatch.setattr(r.patcher.model.host, "to", lambda d, pin=None: moves.append(str(d)) or real_to(d, pin))
@@ -207,7 +197,7 @@ def test_keep_loaded_survives_reuse_and_is_evicted_by_comfyui(res, comfy_mm, cri
 
 
 def test_release_happens_on_errors_too(res, comfy_mm, critic):
-    r = res.attach(critic.backend, torch.device("cpu"), keep_loaded=False)
+    r = res.attach(critic.backend.model, torch.device("cpu"), keep_loaded=False)
     with pytest.raises(RuntimeError, match="boom"):
         with r.use():
             raise RuntimeError("boom")
@@ -216,23 +206,23 @@ def test_release_happens_on_errors_too(res, comfy_mm, critic):
 
 def test_resident_helper_sizes_the_headroom(res, comfy_mm, critic, monkeypatch):
     seen: list[int] = []
-    r = res.attach(critic.backend, torch.device("cpu"))
+    r = res.attach(critic.backend.model, torch.device("cpu"))
     monkeypatch.setattr(comfy_mm, "load_models_gpu", lambda models, memory_required=0, **k: seen.append(memory_required))
-    with res.resident(critic, GenerationOptions(max_new_tokens=64), items=3, pixels_per_item=64 * 64):
+    handle = res.CriticHandle(critic, r)
+    with res.resident(handle, GenerationOptions(max_new_tokens=64), items=3, pixels_per_item=64 * 64):
         pass
-    with res.resident(critic, GenerationOptions(max_new_tokens=512), items=3, pixels_per_item=64 * 64):
+    with res.resident(handle, GenerationOptions(max_new_tokens=512), items=3, pixels_per_item=64 * 64):
         pass
     assert len(seen) == 2 and 0 < seen[0] < seen[1]
-    assert r is critic.backend.residency
-    critic.backend.residency = None
-    with res.resident(critic, GREEDY, items=1, pixels_per_item=1):   # headless critics pass straight through
+    assert handle.with_script(None).residency is r          # a replay critic shares the residency
+    with res.resident(res.CriticHandle(critic), GREEDY, items=1, pixels_per_item=1):   # no residency: straight through
         pass
     assert len(seen) == 2
 
 
 def test_quantised_critic_stays_and_reserves_vram(res, comfy_mm, critic, monkeypatch):
     critic.backend.model.is_quantized = True
-    r = res.attach(critic.backend, torch.device("cuda"), keep_loaded=False)   # decision logic only: no GPU used
+    r = res.attach(critic.backend.model, torch.device("cuda"), keep_loaded=False)   # decision logic only: no GPU used
     assert r.patcher is None and not r.movable and r.keep_loaded
     freed: list[tuple[float, torch.device]] = []
     monkeypatch.setattr(comfy_mm, "free_memory", lambda need, dev, keep_loaded=[]: freed.append((need, dev)))
@@ -244,7 +234,7 @@ def test_quantised_critic_stays_and_reserves_vram(res, comfy_mm, critic, monkeyp
 
 
 def test_reregistering_keeps_weights_in_place(res, critic, monkeypatch):
-    r = res.attach(critic.backend, torch.device("cpu"))
+    r = res.attach(critic.backend.model, torch.device("cpu"))
     r.patcher.load(torch.device("cpu"))
     monkeypatch.setattr(r.patcher.model.host, "to", lambda *a, **k: pytest.fail("moved on a re-registration"))
     assert r.patcher.detach(unpatch_all=False) is r.patcher.model

@@ -57,3 +57,14 @@ def test_core_imports_nothing_from_comfyui():
                          re.MULTILINE)
     hits = [str(p.relative_to(ROOT)) for p in CORE_SOURCES if pattern.search(_code(p))]
     assert not hits, f"models/ must stay usable headless; ComfyUI imported in {hits}"
+
+
+def test_nothing_loads_project_code_by_file_path():
+    """Project code is imported as packages (``rationalrewards``, the pack, ``bench``, ``tests``), never
+    executed from a file path: a module loaded twice under two names has two sets of classes."""
+    pattern = re.compile(r"spec_from_file_location|SourceFileLoader|\.exec_module\(|runpy\.run_path|\bimp\.load_source")
+    sources = PACK_SOURCES + sorted([*(ROOT / "bench").rglob("*.py"), *(ROOT / "tests").rglob("*.py"),
+                                     *(ROOT / "scripts").rglob("*.py")])
+    me = Path(__file__).resolve()
+    hits = [str(p.relative_to(ROOT)) for p in sources if p.resolve() != me and pattern.search(_code(p))]
+    assert not hits, f"code loaded by file path in {hits}"
