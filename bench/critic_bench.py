@@ -153,7 +153,7 @@ def cpu_overheads(critic, side: int, new_tokens: int) -> dict:
     from rationalrewards.critic import Item
     from rationalrewards.parser import parse_critique
     from rationalrewards.rubric import Task
-    from tests.unit.rr_sample_answers import T2I_FULL
+    from tests.unit.rr_sample_answers import T2I_FULL, huge_answer
     b = critic.backend
     img = noise_image(side, seed=1)
     item = Item(Task.T2I, "pointwise", "a red cat holding a sign that says HELLO", (img,))
@@ -176,6 +176,8 @@ def cpu_overheads(critic, side: int, new_tokens: int) -> dict:
            "decode_answer": median_ms(lambda: b.tokenizer.batch_decode([answer_ids], skip_special_tokens=True)),
            "parse": median_ms(lambda: parse_critique(T2I_FULL))}
     out["total"] = round(sum(out.values()), 3)
+    huge = huge_answer()                                  # robustness, not per-critique overhead: not in total
+    out["parse_2mb"] = median_ms(lambda: parse_critique(huge), n=3)
     out["encode_parts"] = parts
     out["torch_threads"] = torch.get_num_threads()
     out["image_side"] = side

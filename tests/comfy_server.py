@@ -13,7 +13,8 @@ in subprocesses only:
 * ``Graph``             builds API-format prompts; ``txt2img_graph`` is the tiny SD1.5 pipeline.
 
 Environment: ``RR_COMFYUI_DIR`` (ComfyUI tree, default ``.comfyui/ComfyUI`` under the repo),
-``RR_TEST_MODEL_CACHE=0`` (rebuild the tiny models every session).
+``RR_TEST_MODEL_CACHE=0`` (rebuild the tiny models every session), ``RR_REQUIRE_COMFYUI=1`` (tests that
+need the tree fail instead of skipping when it is missing; .ci/run sets it).
 """
 from __future__ import annotations
 
@@ -50,6 +51,29 @@ FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 def comfy_dir() -> Path:
     """The ComfyUI tree the tests run: ``$RR_COMFYUI_DIR`` or ``.comfyui/ComfyUI`` in the repo."""
     return Path(os.environ.get("RR_COMFYUI_DIR") or REPO_ROOT / ".comfyui" / "ComfyUI").resolve()
+
+
+def seed_for_test(test_id: str) -> int:
+    """The first seed of a test: a hash of its id (and ``$RR_TEST_SEED``, to explore other seeds),
+    spaced so consecutive ``fresh_seed()`` calls of different tests never meet."""
+    digest = hashlib.sha256(f"{os.environ.get('RR_TEST_SEED', '')}|{test_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 1_000_000 * 1000
+
+
+def comfyui_required() -> bool:
+    """``RR_REQUIRE_COMFYUI=1`` (set by .ci/run): a missing ComfyUI tree fails the tests that need it."""
+    return os.environ.get("RR_REQUIRE_COMFYUI", "").lower() in ("1", "true", "yes")
+
+
+def missing_comfyui(reason: str) -> None:
+    """Skip a test that needs the ComfyUI tree, or fail it when ``RR_REQUIRE_COMFYUI`` is set (in CI a
+    missing tree is a broken setup, not a reason to skip; the browser tests do the same with
+    ``RR_REQUIRE_BROWSER``)."""
+    import pytest
+    if comfyui_required():
+        pytest.fail(f"{reason} (RR_REQUIRE_COMFYUI is set: .ci/run builds the tree with scripts/setup_env.sh)",
+                    pytrace=False)
+    pytest.skip(reason)
 
 
 def _tail(path: Path, lines: int = 80) -> str:
@@ -479,7 +503,8 @@ class ComfyClient:
         self.client_id = client_id or uuid.uuid4().hex
         self.http = requests.Session()
         self.http.trust_env = False
-        self._seeds = itertools.count(int(time.time() * 1000) % 1_000_000_007)
+        self.seeds_used: list[int] = []
+        self.begin_test("session")
 
     # -- plumbing ---------------------------------------------------------------------------
     def get(self, path: str, **kw):
@@ -497,9 +522,18 @@ class ComfyClient:
         """Why ComfyUI could not import this pack (traceback from the log), or None if it loaded."""
         return self.server.custom_node_import_error(PACK_NAME) if self.server else None
 
+    def begin_test(self, test_id: str) -> None:
+        """Seeds from now on derive from ``test_id`` (and ``$RR_TEST_SEED``), so rerunning one test replays
+        the exact graphs of the failed run; the conftest calls this before every test."""
+        self._seeds = itertools.count(seed_for_test(test_id))
+        self.seeds_used = []
+
     def fresh_seed(self) -> int:
-        """A seed no earlier prompt of this session used: varies the graph so the cache never hides a run."""
-        return next(self._seeds)
+        """A seed no earlier prompt of this session used (different tests start far apart): varies the graph
+        so the cache never hides a run. Deterministic per test id; the seeds a failed test used are printed."""
+        seed = next(self._seeds)
+        self.seeds_used.append(seed)
+        return seed
 
     # -- API --------------------------------------------------------------------------------
     def object_info(self, node_class: str | None = None) -> dict:
@@ -562,6 +596,10 @@ class ComfyClient:
             raise err
         return entry
 
+    def events(self, timeout: float = 240) -> "Events":
+        """The server's websocket messages to this client (open it before queueing what it should see)."""
+        return Events(self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}", timeout)
+
     def interrupt(self, prompt_id: str | None = None) -> None:
         self.post("/interrupt", json={"prompt_id": prompt_id} if prompt_id else {}).raise_for_status()
 
@@ -605,6 +643,50 @@ class ComfyClient:
         img = Image.open(io.BytesIO(r.content))
         img.load()
         return img
+
+
+class Events:
+    """A websocket listener: ``with client.events() as ev: ...; ev.wait(lambda m: ...)``.
+
+    Tests wait on what the server reports (``progress``, ``executed``, ``execution_interrupted`` ...)
+    instead of sleeping a fixed time; every message received is kept in ``seen`` (JSON ones, as dicts)."""
+
+    def __init__(self, url: str, timeout: float = 240):
+        import websocket
+        self.ws = websocket.create_connection(url, timeout=timeout)
+        self.seen: list[dict] = []
+
+    def __enter__(self) -> "Events":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ws.close()
+
+    def wait(self, predicate, timeout: float = 240, what: str = "the message") -> dict:
+        """The first message from now on for which ``predicate(message)`` is true."""
+        import websocket
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{what} did not arrive within {timeout:g} s; last messages: "
+                                   f"{[m.get('type') for m in self.seen[-10:]]}")
+            self.ws.settimeout(left)
+            try:
+                raw = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            if not isinstance(raw, str):
+                continue                    # binary preview frames
+            msg = json.loads(raw)
+            self.seen.append(msg)
+            if predicate(msg):
+                return msg
+
+    def progress(self, node: str | None = None) -> list[dict]:
+        """The ``progress`` data seen so far (optionally of one node id)."""
+        return [m["data"] for m in self.seen if m.get("type") == "progress"
+                and (node is None or m["data"].get("node") == node)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ Tests that use ``comfy_server`` are marked ``integration`` automatically; desele
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.comfy_server import (ARTIFACTS_DIR, ComfyClient, ComfyServer, ModelBuild, ModelsDir, comfy_dir,
@@ -27,12 +29,32 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
 
 
+def pytest_report_header(config):
+    extra = os.environ.get("RR_TEST_SEED")
+    return (f"graph seeds: derived from each test id{f' and RR_TEST_SEED={extra}' if extra else ''} "
+            "(a failed test prints the seeds it used; rerun it alone to replay them)")
+
+
+@pytest.fixture(autouse=True)
+def _seeds_from_the_test_id(request):
+    """Integration/browser tests draw graph seeds from ``comfy_server.fresh_seed()``: start them from a hash
+    of the test id, so a red test rerun alone queues the very same graphs."""
+    if "comfy_server" in request.fixturenames:
+        request.getfixturevalue("comfy_server").begin_test(request.node.nodeid)
+    yield
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     if rep.failed and "comfy_server" in getattr(item, "fixturenames", ()):
         client = item.funcargs.get("comfy_server") if hasattr(item, "funcargs") else None
+        if isinstance(client, ComfyClient):
+            extra = os.environ.get("RR_TEST_SEED")
+            rep.sections.append(("seeds", f"fresh_seed() gave {client.seeds_used} (derived from {item.nodeid!r}"
+                                          f"{f' and RR_TEST_SEED={extra}' if extra else ''}); rerun this test "
+                                          "alone to replay them"))
         if isinstance(client, ComfyClient) and client.server is not None:
             rep.sections.append(("ComfyUI server log (tail, full log: %s)" % client.server.log_path,
                                  client.server.log_tail(60)))

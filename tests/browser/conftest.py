@@ -132,7 +132,19 @@ class ComfyPage:
             """(id) => { const c = window.app.canvas, n = window.app.graph.getNodeById(Number(id));
                  c.ds.scale = 1; c.centerOnNode(n);
                  c.ds.offset[1] = -n.pos[1] + 130; c.setDirty(true, true); }""", node_id)
-        self.page.wait_for_timeout(300)
+        # drawn: the canvas has redrawn at the new offset and the node's card sits inside the viewport
+        self.page.wait_for_function(
+            """(id) => { const n = window.app.graph.getNodeById(Number(id));
+                 const w = n && n.widgets && n.widgets.find(w => w.name === 'rr_card');
+                 if (!w) return true;
+                 const r = w.element.getBoundingClientRect();
+                 return r.width > 0 && r.top >= 0 && r.top < window.innerHeight; }""", arg=node_id, timeout=15000)
+        self.next_frames()
+
+    def next_frames(self, frames: int = 2) -> None:
+        """Return after the browser has painted ``frames`` more animation frames (no fixed delay)."""
+        self.page.evaluate("""(n) => new Promise(done => { const step = k => k ? requestAnimationFrame(
+                                  () => step(k - 1)) : done(); step(n); })""", frames)
 
     def screenshot(self, name: str, node_id: str | None = None) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -144,7 +156,9 @@ class ComfyPage:
 
     def set_setting(self, key: str, value) -> None:
         self.page.evaluate("async ([k, v]) => { await window.app.extensionManager.setting.set(k, v); }", [key, value])
-        self.page.wait_for_timeout(200)
+        self.page.wait_for_function("([k, v]) => window.app.extensionManager.setting.get(k) === v", arg=[key, value],
+                                    timeout=15000)
+        self.next_frames()
 
 
 @pytest.fixture(scope="module")

@@ -251,8 +251,10 @@ def test_critique_text_is_rendered_as_text_never_as_html(comfy_page, comfy_serve
     assert_critique_matches(shown, data)
     assert shown["dims"][2]["score"] == "unreadable" and shown["overall"] == "n/a"
     card.evaluate("c => c.querySelectorAll('details').forEach(d => d.open = true)")
-    comfy_page.page.wait_for_timeout(300)   # time for an injected onerror to fire, if there were one
     assert card.evaluate("c => c.querySelectorAll('img, script, b').length") == 0
+    # every image in the page has settled (an injected one's onerror would have fired by then)
+    comfy_page.page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=15000)
+    comfy_page.next_frames()
     text = card.evaluate("c => c.textContent")
     assert XSS_IMG in text and XSS_SCRIPT in text and "<b>bold</b>" in text
     assert comfy_page.page.evaluate("() => window.__pwned") is None

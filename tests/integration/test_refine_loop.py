@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-import websocket
 from PIL import Image, ImageChops
 
 from tests.comfy_server import Graph, images, interrupted, outputs
@@ -125,23 +123,14 @@ def test_interrupt_stops_the_loop_and_keeps_finished_rounds(comfy_server, models
               {"answer": slow, "when_request_contains": "slow round"}]
     api = t2i_loop(comfy_server, models_dir, script)
     api["9"]["inputs"]["max_new_tokens"] = 8192
-    ws = websocket.create_connection(comfy_server.url.replace("http", "ws") + f"/ws?clientId={comfy_server.client_id}",
-                                     timeout=120)
-    try:
+    with comfy_server.events() as ev:
         prompt_id = comfy_server.queue(api)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:          # wait for round 0's Loop End report, then interrupt
-            msg = ws.recv()
-            if isinstance(msg, str):
-                data = json.loads(msg)
-                if data["type"] == "executed" and "rr_loop" in (data["data"].get("output") or {}):
-                    break
-        else:
-            pytest.fail("round 0 never finished")
-        time.sleep(0.5)
+        ev.wait(lambda m: m["type"] == "executed" and "rr_loop" in (m["data"].get("output") or {}),
+                timeout=240, what="round 0's Loop End report")
+        # round 1 is running once its critique (the only node with an 8192-token bar) decodes
+        ev.wait(lambda m: m["type"] == "progress" and m["data"]["max"] == 8192 and m["data"]["value"] > 0,
+                timeout=240, what="round 1's critique decoding")
         comfy_server.interrupt()
-    finally:
-        ws.close()
     entry = comfy_server.wait(prompt_id, timeout=120)
     assert interrupted(entry)
     hist = loop_history(entry)

@@ -144,3 +144,32 @@ def test_server_errors_name_the_node_and_the_fix(comfy_server, case):
         assert err["node_id"] == critic.id and msg.startswith("RR Connect to Critic Server:")
     assert KEY not in json.dumps(entry)
     assert comfy_server.server.alive()
+
+
+@pytest.mark.parametrize("node", ["RR_CritiqueImage", "RR_CritiqueEdit"])
+def test_the_chat_body_the_server_receives_is_the_rendered_template(comfy_server, node):
+    """What a Critique node inside ComfyUI sends: the template rendered with the node's prompt, the images
+    in their places, pixel for pixel (tests/sent.py; the same check runs on the in-process model input)."""
+    from rationalrewards.critic import Critic, Item
+    from rationalrewards.rubric import Task
+    from tests.sent import assert_prompt_sent, from_chat_body
+
+    seed = comfy_server.fresh_seed()
+    prompt = f'a red cat holding a sign that says "HELLO", (detailed fur:1.2) <lora:cat:0.7>, take {seed}'
+    color, source_color = seed % 0xFFFFFF, (seed * 7 + 3) % 0xFFFFFF
+    with FakeOpenAI(models=(MODEL,), answer=T2I_FULL) as peer:
+        g = Graph()
+        critic = connect(g, peer.url)
+        img = g.node("EmptyImage", width=64, height=48, batch_size=1, color=color)
+        if node == "RR_CritiqueImage":
+            critique(g, critic, img, prompt, seed)
+        else:
+            src = g.node("EmptyImage", width=48, height=64, batch_size=1, color=source_color)
+            g.node(node, critic=critic, source=src, edited=img, instruction=prompt, weights="equal",
+                   max_new_tokens=256, temperature=0.0, seed=seed)
+        comfy_server.run(g, timeout=60)
+        [request] = peer.chat_requests()
+    edited = Image.new("RGB", (64, 48), rgb(color))
+    item = (Item(Task.T2I, "pointwise", prompt, (edited,)) if node == "RR_CritiqueImage" else
+            Item(Task.EDIT, "pointwise", prompt, (Image.new("RGB", (48, 64), rgb(source_color)), edited)))
+    assert_prompt_sent(from_chat_body(request.body), Critic(backend=None).build(item), prompt)

@@ -97,3 +97,15 @@ def t2i_answer(tf="3.5", pq="2.5", tr="2", refined="a red cat") -> str:
             f"3. Text Rendering:\n## Justification: the sign text\n## Score: {tr}\n"
             "# Summary: good image\n# User Request Refinement:\n## Refinement Comments: add a hand\n"
             f"## Refined Request: {refined}")
+
+
+def huge_answer() -> str:
+    """Over 2 MB of pathological answer text (megabyte lines, long space runs, thousands of score-like lines):
+    the parser's robustness test and the benchmark's ``parse_2mb`` share it."""
+    one_mb_line = "word " * 200_000
+    spaces = "\n".join([" " * 100_000] * 5)
+    return ("# Detailed Judgement\n1. Text Faithfulness:\n## Justification: " + one_mb_line + "\n"
+            + spaces + "\n## Score: " + " " * 100_000 + "3\n"
+            + "## Winner: " + " " * 100_000 + "a\n"
+            + "## Refined Request: " + "x" * 300_000 + "\n" + "Score: 3\n" * 20_000
+            + "1" * 100_000 + "\n" + "a " * 50_000)

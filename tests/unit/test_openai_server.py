@@ -21,7 +21,7 @@ from rationalrewards.backends.openai_server import (ApiKeyError, ModelNotServed,
 from rationalrewards.critic import Critic, Item
 from rationalrewards.prompting import ChatRequest
 from rationalrewards.rubric import Task
-from tests.fixtures.fake_openai import FakeOpenAI, Reply
+from tests.fixtures.fake_openai import FakeOpenAI, Reply, completion
 from tests.unit.rr_sample_answers import T2I_FULL, T2I_FULL_SCORES
 
 OPTS = GenerationOptions(max_new_tokens=64, temperature=0.0, seed=7)
@@ -77,16 +77,35 @@ def test_request_keeps_part_order_pixels_and_options(peer):
 
 
 def test_answers_come_back_in_request_order(peer):
-    peer.delay = lambda body: 0.3 if "first" in user_text(body) else 0.0   # the first finishes last
+    """The first request is answered last (held until the other two were replied to)."""
+    others_done = threading.Event()
+
+    def first_last(body):
+        if "first" in user_text(body):
+            return Reply(body=completion("echo:" + user_text(body)), hold=others_done)
+        return Reply(body=completion("echo:" + user_text(body)))
+
+    peer.script = [first_last] * 3
+    watcher = threading.Thread(target=lambda: (peer.wait_until(lambda p: len(p.replied) >= 2, what="two replies"),
+                                               others_done.set()), daemon=True)
+    watcher.start()
     out = backend(peer, max_concurrency=3).generate([req("first"), req("second"), req("third")], OPTS)
+    watcher.join()
     assert out == [f"echo:Judge  for: {w}" for w in ("first", "second", "third")]
+    assert "first" in user_text(peer.replied[-1].body)          # it really was answered last
 
 
 def test_concurrency_is_bounded(peer):
-    peer.delay = 0.15
+    """Replies are held until two requests are in flight at once: the bound is used and never exceeded."""
+    two_at_once = threading.Event()
+    peer.hold = two_at_once
+    watcher = threading.Thread(target=lambda: (peer.wait_until(lambda p: p.in_flight >= 2, what="2 in flight"),
+                                               two_at_once.set()), daemon=True)
+    watcher.start()
     out = backend(peer, max_concurrency=2).generate([req(str(i)) for i in range(6)], OPTS)
+    watcher.join()
     assert len(out) == 6 and len(peer.chat_requests()) == 6
-    assert peer.max_in_flight == 2   # never more than the bound, and the bound was used
+    assert peer.max_in_flight == 2
 
 
 def test_base_url_normalisation():
@@ -100,29 +119,50 @@ def test_base_url_normalisation():
 # -- failures -----------------------------------------------------------------------------------------
 
 def test_timeout_is_a_clear_error_and_not_retried(peer):
-    peer.delay = 1.0
-    t0 = time.monotonic()
-    with pytest.raises(ServerTimeout, match=r"within 0\.2 s.*timeout_s"):
-        backend(peer, timeout_s=0.2, retries=3).generate([req()], OPTS)
-    assert time.monotonic() - t0 < 0.9
-    assert len(peer.chat_requests()) == 1   # the server may still be generating: no second copy
+    """The peer never answers (until the test is over): the read timeout, not an answer, ends the call."""
+    never = threading.Event()
+    peer.hold = never
+    try:
+        with pytest.raises(ServerTimeout, match=r"within 0\.2 s.*timeout_s"):
+            backend(peer, timeout_s=0.2, retries=3).generate([req()], OPTS)
+        assert len(peer.chat_requests()) == 1   # the server may still be generating: no second copy
+    finally:
+        never.set()
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 def test_transient_errors_are_retried_with_bounded_backoff(peer, status):
     peer.script = [Reply(status, {"error": {"message": "busy"}}), Reply(status, "plain text failure")]
-    t0 = time.monotonic()
     assert backend(peer, retries=2, backoff_s=0.02).generate([req()], OPTS) == ["echo:Judge  for: a red cat"]
     assert len(peer.chat_requests()) == 3
-    assert time.monotonic() - t0 < 1.0   # 0.02 + 0.04 s of backoff
 
 
 def test_retry_after_is_honoured_and_capped(peer):
-    peer.script = [Reply(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "0.3"}),
-                   Reply(503, {}, headers={"Retry-After": "120"})]
-    t0 = time.monotonic()
-    backend(peer, retries=2, backoff_s=0.0, backoff_max_s=0.4).generate([req()], OPTS)
-    assert 0.65 <= time.monotonic() - t0 < 2.0   # 0.3 s as asked, then 120 s capped to 0.4 s
+    """Honoured: the peer behaves like a rate-limited server and refuses (with 429) any retry that comes
+    before the Retry-After it announced; the call still needs exactly three requests, so no retry was
+    early. Capped: a Retry-After of 10 minutes, capped by backoff_max_s, does not hold the call (it is
+    waited on with a generous limit still far below 10 minutes)."""
+    retry_at: list[float] = []      # when the peer allows the next request (its own clock)
+    early: list[int] = []
+
+    def limited(status: int, retry_after: float, enforce: bool):
+        def reply(body):
+            if retry_at and time.monotonic() < retry_at[-1]:
+                early.append(len(peer.chat_requests()))
+                return Reply(429, {"error": {"message": "too early"}}, headers={"Retry-After": "0"})
+            retry_at.append(time.monotonic() + retry_after if enforce else 0.0)
+            return Reply(status, {"error": {"message": "slow down"}}, headers={"Retry-After": f"{retry_after:g}"})
+        return reply
+
+    peer.script = [limited(429, 0.3, enforce=True), limited(503, 600, enforce=False)]
+    result: list = []
+    call = threading.Thread(target=lambda: result.append(
+        backend(peer, retries=2, backoff_s=0.0, backoff_max_s=0.4).generate([req()], OPTS)), daemon=True)
+    call.start()
+    call.join(timeout=120)
+    assert not call.is_alive(), "a 600 s Retry-After was not capped by backoff_max_s"
+    assert early == [], f"request(s) {early} came before the Retry-After had passed"
+    assert result == [["echo:Judge  for: a red cat"]] and len(peer.chat_requests()) == 3
 
 
 def test_persistent_5xx_names_status_message_and_tries(peer):
@@ -235,26 +275,53 @@ def test_progress_reports_each_finished_request(peer):
 
 
 def test_should_stop_cancels_pending_requests(peer):
-    peer.delay = 0.3
-    finished = []
-    t0 = time.monotonic()
-    with pytest.raises(GenerationInterrupted):
-        backend(peer, max_concurrency=1).generate(
-            [req(str(i)) for i in range(8)], OPTS, progress=lambda d, t: finished.append(d),
-            should_stop=lambda: len(finished) >= 2)   # stop after the first finished request
-    assert time.monotonic() - t0 < 1.5                  # not 8 x 0.3 s
-    time.sleep(0.35)                                   # let an abandoned in-flight request land
-    assert 1 <= len(peer.chat_requests()) <= 3          # not 8
+    """Request 0 is answered; every later one is held by the peer until the test ends. Stopping after the
+    first answer must end the call (a backend that waited for the held requests would never return) and
+    send none of the queued ones."""
+    release = threading.Event()
+    peer.script = [Reply(body=completion("echo:first"))]
+    peer.hold = release
+    finished, raised = [], []
+
+    def call():
+        try:
+            backend(peer, max_concurrency=1).generate(
+                [req(str(i)) for i in range(8)], OPTS, progress=lambda d, t: finished.append(d),
+                should_stop=lambda: len(finished) >= 2)   # stop after the first finished request
+        except GenerationInterrupted as e:
+            raised.append(e)
+
+    worker = threading.Thread(target=call, daemon=True)
+    try:
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive(), "generate() did not return after should_stop (it waited for held requests)"
+        assert raised, "should_stop did not raise GenerationInterrupted"
+    finally:
+        release.set()
+    peer.wait_until(lambda p: p.in_flight == 0, what="the abandoned in-flight request to land")
+    assert 1 <= len(peer.chat_requests()) <= 2          # the answered one, at most the one already in flight
 
 
 def test_should_stop_interrupts_a_backoff(peer):
-    peer.script = [Reply(503, {}, headers={"Retry-After": "30"})]
+    """A 10-minute backoff (Retry-After) is cut short by should_stop, set once the first attempt failed."""
+    peer.script = [Reply(503, {}, headers={"Retry-After": "600"})]
     flag = threading.Event()
-    threading.Timer(0.2, flag.set).start()
-    t0 = time.monotonic()
-    with pytest.raises(GenerationInterrupted):
-        backend(peer, backoff_max_s=60).generate([req()], OPTS, should_stop=flag.is_set)
-    assert time.monotonic() - t0 < 1.5
+    raised = []
+
+    def call():
+        try:
+            backend(peer, backoff_max_s=900).generate([req()], OPTS, should_stop=flag.is_set)
+        except GenerationInterrupted as e:
+            raised.append(e)
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    peer.wait_until(lambda p: len(p.replied) == 1, what="the failed first attempt")
+    flag.set()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "should_stop did not cut the 600 s backoff short"
+    assert raised and len(peer.chat_requests()) == 1
 
 
 def test_forced_answers_still_send_a_cheap_request(peer):

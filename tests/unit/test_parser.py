@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-import time
+import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rationalrewards.critique import Critique, PairwiseCritique, ScoreStatus, Winner
 from rationalrewards.parser import ParseError, parse_critique, parse_pairwise
 from rationalrewards.rubric import Task
-from tests.unit.rr_sample_answers import (EDIT_FULL, EDIT_FULL_SCORES, EDIT_PAIR, T2I_FULL, T2I_FULL_SCORES,
+from tests.unit.rr_sample_answers import (huge_answer, EDIT_FULL, EDIT_FULL_SCORES, EDIT_PAIR, T2I_FULL, T2I_FULL_SCORES,
                                           T2I_PAIR, t2i_answer)
 
 T2I_KEYS = ["text_faithfulness", "physical_quality", "text_rendering"]
@@ -407,21 +407,19 @@ def test_parse_error_is_a_value_error():
     assert issubclass(ParseError, ValueError)
 
 
-def test_huge_input_finishes_fast():
-    one_mb_line = "word " * 200_000
-    spaces = "\n".join([" " * 100_000] * 5)
-    text = ("# Detailed Judgement\n1. Text Faithfulness:\n## Justification: " + one_mb_line + "\n"
-            + spaces + "\n## Score: " + " " * 100_000 + "3\n"
-            + "## Winner: " + " " * 100_000 + "a\n"
-            + "## Refined Request: " + "x" * 300_000 + "\n" + "Score: 3\n" * 20_000
-            + "1" * 100_000 + "\n" + "a " * 50_000)
+def test_huge_input_is_parsed_without_hanging():
+    """2 MB of pathological text (megabyte lines, long space runs, thousands of score-like lines) parses into a
+    valid result. A watchdog with a generous limit turns a catastrophic regex into a failure instead of a hung
+    suite; how fast it parses is measured by the benchmark (bench/critic_bench.py, ``parse_2mb``)."""
+    text = huge_answer()
     assert len(text) > 2_000_000
-    t0 = time.perf_counter()
-    c = parse_critique(text)
-    p = parse_pairwise(text)
-    elapsed = time.perf_counter() - t0
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append((parse_critique(text), parse_pairwise(text))), daemon=True)
+    worker.start()
+    worker.join(timeout=300)
+    assert done, "parsing 2 MB did not finish within 300 s (catastrophic backtracking?)"
+    c, p = done[0]
     assert isinstance(c, Critique) and isinstance(p, PairwiseCritique)
-    assert elapsed < 10.0, f"parsing 2 MB took {elapsed:.1f}s"
     for d in c.dimensions.values():
         assert d.status is not ScoreStatus.OK or 1.0 <= d.value <= 4.0
 

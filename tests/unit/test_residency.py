@@ -17,7 +17,7 @@ from rationalrewards import residency as core
 from rationalrewards.backends.base import GenerationOptions
 from rationalrewards.critic import Item
 from rationalrewards.rubric import Task
-from tests.comfy_server import comfy_dir
+from tests.comfy_server import comfy_dir, missing_comfyui
 
 ROOT = Path(__file__).resolve().parents[2]
 GREEDY = GenerationOptions(max_new_tokens=12, temperature=0)
@@ -26,7 +26,7 @@ GREEDY = GenerationOptions(max_new_tokens=12, temperature=0)
 @pytest.fixture(scope="module")
 def comfy_mm():
     if not (comfy_dir() / "comfy" / "model_management.py").is_file():
-        pytest.skip(f"no ComfyUI tree at {comfy_dir()} (scripts/setup_env.sh builds it)")
+        missing_comfyui(f"no ComfyUI tree at {comfy_dir()} (scripts/setup_env.sh builds it)")
     if str(comfy_dir()) not in sys.path:
         sys.path.append(str(comfy_dir()))          # appended: ComfyUI's top-level names never shadow ours
     import comfy.cli_args

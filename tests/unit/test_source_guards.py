@@ -7,6 +7,7 @@ NODE_CLASS_MAPPINGS (ComfyUI would then skip the V3 entry point).
 """
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -44,12 +45,61 @@ def test_pack_source_avoids(pattern, why):
     assert not hits, f"{why}: {hits}"
 
 
+def torch_load_calls_without_weights_only(source: str) -> list[int]:
+    """Line numbers of ``torch.load`` calls (however torch or load was imported) that do not pass
+    ``weights_only=True`` themselves: each call's own keywords are read from the AST, so a
+    ``weights_only=True`` on a neighbouring call, in a comment or in a string never counts."""
+    tree = ast.parse(source)
+    torch_names, load_names = {"torch"}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            torch_names |= {a.asname or a.name for a in node.names if a.name == "torch"}
+        elif isinstance(node, ast.ImportFrom) and node.module in ("torch", "torch.serialization"):
+            load_names |= {a.asname or a.name for a in node.names if a.name == "load"}
+
+    def is_torch_load(func: ast.expr) -> bool:
+        if isinstance(func, ast.Name):
+            return func.id in load_names
+        if isinstance(func, ast.Attribute) and func.attr == "load":
+            base = func.value
+            if isinstance(base, ast.Name):
+                return base.id in torch_names
+            return (isinstance(base, ast.Attribute) and base.attr == "serialization"
+                    and isinstance(base.value, ast.Name) and base.value.id in torch_names)
+        return False
+
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and is_torch_load(node.func):
+            kw = {k.arg: k.value for k in node.keywords}
+            value = kw.get("weights_only")
+            if not (isinstance(value, ast.Constant) and value.value is True):
+                bad.append(node.lineno)
+    return sorted(bad)
+
+
 def test_torch_load_always_sets_weights_only():
-    for path in PACK_SOURCES:
-        code = _code(path)
-        for m in re.finditer(r"torch\.load\(", code):
-            call = code[m.start(): code.find(")", m.start()) + 200]
-            assert "weights_only=True" in call, f"{path.relative_to(ROOT)}: torch.load without weights_only=True"
+    hits = [f"{p.relative_to(ROOT)}:{line}" for p in PACK_SOURCES
+            for line in torch_load_calls_without_weights_only(p.read_text(encoding="utf-8"))]
+    assert not hits, f"torch.load without its own weights_only=True: {hits}"
+
+
+@pytest.mark.parametrize("source, bad", [
+    ("import torch\nx = torch.load(p, weights_only=True)", []),
+    ("import torch\nx = torch.load(p)\ny = torch.load(q, weights_only=True)", [2]),   # the next call's flag
+    ("import torch\nx = torch.load(p)  # weights_only=True", [2]),
+    ("import torch\nx = torch.load(p, map_location='cpu', weights_only=False)", [2]),
+    ("import torch\nx = torch.load(p, weights_only=flag)", [2]),
+    ("import torch\nx = torch.load(p, **{'weights_only': True})", [2]),
+    ("import torch\nx = torch.load(\n    p,\n    map_location='cpu',\n    weights_only=True,\n)", []),
+    ("import torch as T\nx = T.load(p)", [2]),
+    ("from torch import load\nx = load(p)", [2]),
+    ("from torch import load as tl\nx = tl(p, weights_only=True)\ny = tl(q)", [3]),
+    ("import torch\nx = torch.serialization.load(p)", [2]),
+    ("import json\nx = json.load(fh)", []),
+])
+def test_the_torch_load_guard_reads_each_calls_own_arguments(source, bad):
+    assert torch_load_calls_without_weights_only(source) == bad
 
 
 def test_core_imports_nothing_from_comfyui():
