@@ -6,6 +6,9 @@
     rationalrewards critique --manifest rows.parquet --server http://gpu1:8000/v1 --server http://gpu2:8000/v1 \
         --model rationalrewards-t2i --shard 0/4 --out shard0.jsonl     # resumable
     rationalrewards parse answer.txt [--task edit]
+    rationalrewards parrot prefs.jsonl --out parrot/ --server http://127.0.0.1:8000/v1 \
+        --model Qwen/Qwen3-VL-32B-Instruct [--margin 1] [--phases anchor,filter,project,export,distill]
+    rationalrewards refine --pipeline ./sd-turbo --model RationalRewards-8B-T2I --prompt "a fox" --out runs/
 """
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ def _make_critics(args: argparse.Namespace) -> list:
                              "--server URL")
         dirs = args.models_dir or ([] if args.model_dir or Path(name).is_absolute() else [str(Path.cwd())])
         critic = load_critic(name, dirs, allow_download=args.allow_download, dtype=args.dtype,
-                             device=args.device, max_pixels=args.max_pixels, batch_size=args.batch_size)
+                             device=args.device, max_pixels=args.max_pixels, batch_size=args.batch_size,
+                             adapter=args.adapter)
         critics = [replace(critic, template_dir=args.template_dir)]
     return [c.with_script(script) for c in critics] if script else critics
 
@@ -130,6 +134,8 @@ def add_critic_arguments(c: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout", type=float, default=300.0, help="seconds per server request")
     g.add_argument("--retries", type=int, default=3, help="retries on connection errors, 429 and 5xx")
     g.add_argument("--allow-download", action="store_true", help="fetch a missing checkpoint from Hugging Face")
+    g.add_argument("--adapter", type=Path, default=None,
+                   help="a LoRA adapter folder (e.g. from parrot's distill phase) merged into the checkpoint")
     g.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     g.add_argument("--max-pixels", type=int, default=None)
@@ -140,6 +146,181 @@ def add_critic_arguments(c: argparse.ArgumentParser) -> None:
     g.add_argument("--max-new-tokens", type=int, default=2048)
     g.add_argument("--temperature", type=float, default=0.1)
     g.add_argument("--seed", type=int, default=0)
+
+
+def _has_critic(args: argparse.Namespace) -> bool:
+    return bool(args.server or args.model or args.model_dir)
+
+
+def _one_critic(args: argparse.Namespace, command: str):
+    critics = _make_critics(args)
+    if len(critics) != 1:
+        raise SystemExit(f"rationalrewards {command}: give one --server (it calls one critic)")
+    return critics[0]
+
+
+def _parrot(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from . import parrot
+    from .preferences import read_manifest
+
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = set(phases) - set(parrot.PHASES) - {"distill"}
+    if unknown:
+        raise SystemExit(f"rationalrewards parrot: unknown phase(s) {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(parrot.PHASES + ('distill',))}")
+    config = parrot.ParrotConfig(margin=args.margin, drop_contradicting=not args.keep_contradicting,
+                                 tie_contradicts=args.tie_contradicts, weights=args.weights,
+                                 kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
+                                 link=args.link, chunk=args.chunk)
+    make = (lambda: _one_critic(args, "parrot")) if _has_critic(args) else None   # loaded on the first new answer
+    teacher = parrot.Teacher(make, _options(args))
+    bars: list = []
+
+    def progress(phase: str, total: int):
+        bar = tqdm(total=total, desc=f"parrot {phase}", unit="answer", file=sys.stderr)
+        bars.append(bar)
+        return bar.update
+
+    pairs = read_manifest(args.manifest)
+    try:
+        summary = parrot.run(pairs, args.out, teacher, config, [p for p in phases if p != "distill"],
+                             template_dir=args.template_dir, progress=progress)
+    except parrot.TeacherNeeded as e:
+        raise SystemExit(f"rationalrewards parrot: {e}") from None
+    finally:
+        for bar in bars:
+            bar.close()
+    print(summary.text())
+    if "distill" in phases:
+        from .distill import DistillConfig, distill
+        if not args.student_model:
+            raise SystemExit("rationalrewards parrot: the distill phase needs --student-model (the critic to train)")
+        result = distill(Path(args.out) / "export", args.student_model, args.models_dir or [str(Path.cwd())],
+                         Path(args.out) / "student",
+                         DistillConfig(steps=args.steps, learning_rate=args.learning_rate, lora_r=args.lora_r,
+                                       batch_size=args.train_batch_size))
+        print(f"distill: {result.steps} step(s), loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}; "
+              f"LoRA adapter in {result.adapter_dir}")
+    return 0
+
+
+def _parrot_parser(sub) -> None:
+    from .parrot import EXPORT_KINDS, LINK_MODES, PHASES
+
+    r = sub.add_parser("parrot", help="PARROT rationale data: anchored rationales, consistency filter, pointwise "
+                                      "projection, SFT export (and an optional LoRA distillation)")
+    r.add_argument("manifest", type=Path, help="JSONL or CSV: prompt, image_a, image_b, preferred[, source][, id]")
+    r.add_argument("--out", required=True, type=Path, help="folder for the phase files, summary and export")
+    r.add_argument("--phases", default=",".join(PHASES),
+                   help=f"comma list of {', '.join(PHASES)}, distill (default: all but distill); saved answers "
+                        "are reused, so a phase re-run with other thresholds asks the teacher nothing")
+    add_critic_arguments(r)   # the teacher: loaded only when a phase needs a new answer
+    r.add_argument("--chunk", type=int, default=8, help="requests per teacher call; answers are saved after each")
+    f = r.add_argument_group("filtering and export")
+    f.add_argument("--margin", type=float, default=0.0,
+                   help="consistency: the preferred image's score total must beat the other's by at least this")
+    f.add_argument("--keep-contradicting", action="store_true",
+                   help="keep projections whose overall score puts the preferred image lower")
+    f.add_argument("--tie-contradicts", action="store_true", help="equal projection scores count as contradicting")
+    f.add_argument("--weights", default="equal", choices=sorted(WEIGHT_PRESETS))
+    f.add_argument("--kinds", default=",".join(EXPORT_KINDS), help="records to export: pointwise, pairwise")
+    f.add_argument("--link", default="copy", choices=LINK_MODES, help="how images are placed beside the export")
+    d = r.add_argument_group("distill (LoRA SFT with TRL + PEFT on the export)")
+    d.add_argument("--student-model", help="critic checkpoint to fine-tune (folder name, path or id)")
+    d.add_argument("--steps", type=int, default=100)
+    d.add_argument("--learning-rate", type=float, default=1e-4)
+    d.add_argument("--lora-r", type=int, default=16)
+    d.add_argument("--train-batch-size", type=int, default=1)
+    r.set_defaults(func=_parrot)
+
+
+def _refine(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .loop import StopRule
+    from .pipeline_loop import (Job, LoopSettings, is_done, job_folder, load_pipeline, pipeline_generator,
+                                read_prompts, run_loop, write_result)
+
+    if bool(args.prompt) == bool(args.prompts):
+        raise SystemExit("rationalrewards refine: give --prompt TEXT or --prompts FILE (one of them)")
+    jobs = ([Job(args.prompt, Path(args.source) if args.source else None)] if args.prompt
+            else read_prompts(args.prompts))
+    if not _has_critic(args):
+        raise SystemExit("rationalrewards refine: give the critic: --model (with --models-dir), --model-dir, "
+                         "or --server URL")
+    settings = LoopSettings(StopRule(tuple(d.strip() for d in args.stop_dimensions.split(",") if d.strip()),
+                                     args.threshold, args.max_rounds, args.stop_when_no_improvement),
+                            seed=args.seed, seed_policy=args.seed_policy, mode=args.mode, keep=args.keep,
+                            weights=args.weights)
+    options = _options(args)
+    out = Path(args.out)
+    todo = [(i, j) for i, j in enumerate(jobs) if not is_done(out / job_folder(i, j))] if args.prompts \
+        else list(enumerate(jobs))
+    if not todo:
+        print(f"refine: all {len(jobs)} prompt(s) already done in {out}")
+        return 0
+    critic = _one_critic(args, "refine")
+    pipe = load_pipeline(args.pipeline, args.pipelines_dir, allow_download=args.allow_download,
+                         dtype=args.pipeline_dtype, device=args.device, edit=any(j.source for _, j in todo))
+    call = {"num_inference_steps": args.steps, "guidance_scale": args.guidance, "height": args.height,
+            "width": args.width, "negative_prompt": args.negative_prompt, "strength": args.strength}
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="refine", unit="prompt", file=sys.stderr,
+               disable=len(jobs) == 1)
+    try:
+        for i, job in todo:
+            source = Image.open(job.source).convert("RGB") if job.source else None
+            job_settings = settings if job.seed is None else replace(settings, seed=int(job.seed))
+            result = run_loop(pipeline_generator(pipe, source, **call), critic, job.prompt, job_settings,
+                              source=source, options=options)
+            folder = out if args.prompt else out / job_folder(i, job)
+            write_result(result, folder, {"original_prompt": job.prompt, "pipeline": args.pipeline,
+                                          "source": str(job.source) if job.source else None,
+                                          "seed_policy": settings.seed_policy})
+            best = result.history.rounds[result.best_index]
+            bar.write(f"{folder}: best round {result.history.best if result.history.best is not None else -1} "
+                      f"(overall {'n/a' if best.overall is None else f'{best.overall:.3f}'}) of "
+                      f"{len(result.history.rounds)}; stopped: {result.history.stop_reason}")
+            bar.update(1)
+    finally:
+        bar.close()
+    return 0
+
+
+def _refine_parser(sub) -> None:
+    from .loop import DEFAULT_STOP_DIMENSIONS, SEED_POLICIES
+    from .refine import MODES
+
+    r = sub.add_parser("refine", help="Generate-Critique-Refine with a diffusers pipeline (text-to-image, or "
+                                      "editing with --source): each round's image, the best image, a history JSON")
+    r.add_argument("--pipeline", required=True, help="DiffusionPipeline folder, folder name or Hugging Face id")
+    r.add_argument("--pipelines-dir", action="append", default=[], help="folder(s) holding pipeline folders")
+    r.add_argument("--pipeline-dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    r.add_argument("--prompt", help="one prompt (or editing instruction with --source)")
+    r.add_argument("--source", help="source image: edit it with an image-to-image pipeline")
+    r.add_argument("--prompts", help="a .txt (one prompt a line) or .jsonl (prompt, source, seed, id) list; "
+                                     "finished prompts are skipped on a re-run")
+    r.add_argument("--out", required=True, help="output folder")
+    add_critic_arguments(r)
+    g = r.add_argument_group("loop (the same rules as the ComfyUI loop nodes)")
+    g.add_argument("--max-rounds", type=int, default=3)
+    g.add_argument("--stop-dimensions", default=",".join(DEFAULT_STOP_DIMENSIONS))
+    g.add_argument("--threshold", type=float, default=3.0)
+    g.add_argument("--stop-when-no-improvement", action=argparse.BooleanOptionalAction, default=True,
+                   help="stop when a round scores no better than the best before it (default on)")
+    g.add_argument("--seed-policy", default="same", choices=SEED_POLICIES)
+    g.add_argument("--mode", default="merge", choices=MODES)
+    g.add_argument("--keep", default="", help="comma-separated phrases the refined prompt must keep verbatim")
+    g.add_argument("--weights", default="equal", choices=sorted(WEIGHT_PRESETS))
+    p = r.add_argument_group("pipeline call (left out: the pipeline's defaults)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--guidance", type=float)
+    p.add_argument("--height", type=int)
+    p.add_argument("--width", type=int)
+    p.add_argument("--negative-prompt")
+    p.add_argument("--strength", type=float, help="image-to-image: how much of the source is redrawn")
+    r.set_defaults(func=_refine)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="t2i", choices=[t.value for t in Task])
     p.add_argument("--weights", default="equal", choices=sorted(WEIGHT_PRESETS))
     p.set_defaults(func=_parse)
+    _parrot_parser(sub)
+    _refine_parser(sub)
     return parser
 
 

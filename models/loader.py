@@ -104,12 +104,14 @@ def download(repo_id: str, target: Path, progress: DownloadProgress | None = Non
 def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download: bool = False,
                 dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
                 max_pixels: int | None = None, batch_size: int = 4, decoding: str = "auto",
-                progress: DownloadProgress | None = None):
-    """Resolve ``name`` to a folder (downloading only if allowed) and load an in-process critic."""
+                progress: DownloadProgress | None = None, adapter: str | Path | None = None):
+    """Resolve ``name`` to a folder (downloading only if allowed) and load an in-process critic.
+
+    ``adapter``: a local LoRA folder (PEFT) trained on this checkpoint, merged in at load time."""
     from .backends.transformers_backend import TransformersBackend
     from .critic import Critic
 
     path = resolve_checkpoint(name, search_dirs, allow_download=allow_download, progress=progress)
     backend = TransformersBackend.load(path, dtype=dtype, device=device, attention=attention,
-                                       batch_size=batch_size, decoding=decoding)
+                                       batch_size=batch_size, decoding=decoding, adapter=adapter)
     return Critic(backend=backend, max_pixels=max_pixels, name=name)

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from .rubric import Task
 
+# pointwise/pairwise: critiques; defects: the localisation follow-up; anchored/consistency/projection:
+# the three teacher calls of the PARROT data pipeline (parrot.py)
+MODES = ("pointwise", "pairwise", "defects", "anchored", "consistency", "projection")
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -61,8 +65,8 @@ class AnswerScript:
             if task is not None and task not in [t.value for t in Task]:
                 raise ValueError(f"script rule {i} has task {task!r}; use one of "
                                  f"{[t.value for t in Task]} or leave it out")
-            if mode is not None and mode not in ("pointwise", "pairwise", "defects"):   # defects: the localisation follow-up
-                raise ValueError(f"script rule {i} has mode {mode!r}; use 'pointwise', 'pairwise' or 'defects', "
+            if mode is not None and mode not in MODES:
+                raise ValueError(f"script rule {i} has mode {mode!r}; use one of {', '.join(MODES)}, "
                                  "or leave it out")
             rules.append(Rule(answer=entry["answer"],
                               when_request_contains=str(entry.get("when_request_contains", "")),

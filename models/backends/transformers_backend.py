@@ -61,6 +61,19 @@ def available_attention() -> list[str]:
     return names
 
 
+def merge_adapter(model, adapter: str | Path):
+    """Apply a local PEFT adapter (safetensors only) to ``model`` and merge it into the weights."""
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").is_file() or not (adapter / "adapter_model.safetensors").is_file():
+        raise FileNotFoundError(f"{adapter} is not a LoRA adapter folder: it needs adapter_config.json and "
+                                "adapter_model.safetensors (pickled adapter .bin files are not loaded)")
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise RuntimeError("loading a LoRA adapter needs the peft package: pip install peft") from None
+    return PeftModel.from_pretrained(model, str(adapter), is_trainable=False, local_files_only=True).merge_and_unload()
+
+
 class SeededSampler(LogitsProcessor):
     """Temperature/top-p sampling from per-row generators; returns logits with one finite entry."""
 
@@ -143,8 +156,11 @@ class TransformersBackend:
 
     @classmethod
     def load(cls, path: str | Path, dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
-             batch_size: int = 4, decoding: str = "auto") -> "TransformersBackend":
-        """Load from a local folder. Never runs code from the folder; reads safetensors only."""
+             batch_size: int = 4, decoding: str = "auto", adapter: str | Path | None = None) -> "TransformersBackend":
+        """Load from a local folder. Never runs code from the folder; reads safetensors only.
+
+        ``adapter``: a PEFT LoRA folder (e.g. from ``rationalrewards parrot --phases distill``) merged into
+        the weights, so the critic runs exactly like a plain checkpoint."""
         path = Path(path)
         if not any(path.glob("*.safetensors")):
             raise FileNotFoundError(f"{path} holds no .safetensors weights; the pack only loads safetensors "
@@ -158,6 +174,8 @@ class TransformersBackend:
         model = AutoModelForImageTextToText.from_pretrained(
             path, dtype=pick_dtype(dtype, dev), attn_implementation=attention, trust_remote_code=False,
             use_safetensors=True, local_files_only=True)
+        if adapter is not None:
+            model = merge_adapter(model, adapter)
         model.eval().to(dev)
         return cls(model, processor, batch_size=batch_size, source=str(path), decoding=decoding)
 
