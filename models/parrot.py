@@ -18,8 +18,9 @@ From preference pairs (prompt, image A, image B[, source], preferred) and a *tea
    the files. The student's prompt is the plain, label-free template, so it learns what it will
    be asked.
 
-Each teacher phase keeps its own JSONL (one line per answer, raw text kept) in the output folder.
-A re-run reuses every answer found there and only recomputes the decisions, so phases can run on
+Each teacher phase keeps its own JSONL (one line per answer, raw text kept) in the output folder, and
+the decisions under the current thresholds in ``<phase>.decisions.jsonl`` beside it. A re-run reuses
+every answer found there and only recomputes the decisions, so phases can run on
 different machines, resume after a crash, and be re-run with other thresholds without a new
 teacher call. ``distill.py`` trains a LoRA student on the export.
 """
@@ -45,6 +46,7 @@ from .parser import parse_critique, parse_pairwise
 from .preferences import PreferencePair
 from .prompting import IMAGE_MARKER, ChatRequest, load_template, render, template_name
 from .rubric import Task
+from .manifest import ResumableJsonl
 from .script import AnswerScript
 
 TEACHER_PHASES = ("anchor", "filter", "project")
@@ -169,38 +171,40 @@ def _request(critic: Critic, ask: _Ask) -> ChatRequest:
 # -- the per-phase answer files ------------------------------------------------------------------------
 
 class PhaseFile:
-    """One phase's JSONL: appended answer by answer, rewritten (same answers) with the current decisions."""
+    """One phase's teacher answers, append-only and resumable (``manifest.ResumableJsonl``: a line cut by a
+    crash is dropped and asked again), and beside it ``<phase>.decisions.jsonl``, rewritten each run with
+    the decisions under the current thresholds."""
 
     def __init__(self, path: Path):
         self.path = path
         self.records: dict[str, dict] = {}
         if path.is_file():
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:   # a line cut by a crash: that answer is asked again
-                    continue
+            ResumableJsonl(path, key="key").close()          # trims a partial last line
+            for line in path.read_text(encoding="utf-8").splitlines():
+                rec = json.loads(line) if line.strip() else None
                 if isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("raw"), str):
                     self.records[rec["key"]] = rec
+        self.decisions: dict[str, dict] = {}
+
+    @property
+    def decisions_path(self) -> Path:
+        return self.path.with_name(self.path.stem + ".decisions.jsonl")
 
     def append(self, records: Iterable[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
+        with ResumableJsonl(self.path, key="key") as out:
             for rec in records:
+                out.write(rec)
                 self.records[rec["key"]] = rec
-                f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
 
-    def rewrite(self, order: Sequence[str]) -> None:
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        keys = [k for k in order if k in self.records] + [k for k in self.records if k not in set(order)]
+    def decide(self, key: str, **decision) -> None:
+        self.decisions[key] = {"key": key} | decision
+
+    def write_decisions(self, order: Sequence[str]) -> None:
+        tmp = self.decisions_path.with_suffix(".tmp")
         with tmp.open("w", encoding="utf-8") as f:
-            for k in keys:
-                f.write(json.dumps(self.records[k], ensure_ascii=False, allow_nan=False) + "\n")
-        tmp.replace(self.path)
+            for k in [k for k in order if k in self.decisions]:
+                f.write(json.dumps(self.decisions[k], ensure_ascii=False, allow_nan=False) + "\n")
+        tmp.replace(self.decisions_path)
 
 
 def _answer(teacher: Teacher, store: PhaseFile, asks: Sequence[_Ask], counts: Counter,
@@ -342,13 +346,13 @@ def run(pairs: Sequence[PreferencePair], out_dir: str | Path, teacher: Teacher |
         parsed = parse_pairwise(rec["raw"], p.task)
         win = _margin_win(parsed, p.preferred)
         reason = ANCHOR_UNREADABLE if math.isnan(win) else ANCHOR_CONTRADICTS if win <= 0 else ""
-        rec.update(id=p.id, prompt=p.prompt, preferred=p.preferred, task=p.task.value,
-                   winner=parsed.winner.value, kept=not reason, reason=reason or None)
+        store.decide(p.id, prompt=p.prompt, preferred=p.preferred, task=p.task.value,
+                     winner=parsed.winner.value, kept=not reason, reason=reason or None)
         if reason:
             dropped[reason] += 1
         else:
             anchored[p.id], anchored_raw[p.id] = parsed, rec["raw"]
-    store.rewrite(order)
+    store.write_decisions(order)
     summary.phases.append(_phase_summary("anchor", len(pairs), counts, dropped, len(anchored)))
 
     # 2. consistency filtering
@@ -368,13 +372,14 @@ def run(pairs: Sequence[PreferencePair], out_dir: str | Path, teacher: Teacher |
         win = _margin_win(parsed, p.preferred)
         reason = (CONSISTENCY_UNREADABLE if math.isnan(win) else NOT_RECOVERED if win <= 0
                   else BELOW_MARGIN if win < config.margin else "")
-        rec.update(id=p.id, preferred=p.preferred, recovered=parsed.winner.value, win_margin=None if math.isnan(win)
-                   else win, margin=config.margin, kept=not reason, reason=reason or None)
+        store.decide(p.id, preferred=p.preferred, recovered=parsed.winner.value,
+                     win_margin=None if math.isnan(win) else win, margin=config.margin, kept=not reason,
+                     reason=reason or None)
         if reason:
             dropped[reason] += 1
         else:
             kept_pairs.append(p)
-    store.rewrite(order)
+    store.write_decisions(order)
     summary.phases.append(_phase_summary("filter", len(cands), counts, dropped, len(kept_pairs)))
 
     # 3. pointwise projection
@@ -401,13 +406,14 @@ def run(pairs: Sequence[PreferencePair], out_dir: str | Path, teacher: Teacher |
                 continue
             reason = (PROJECTION_UNREADABLE if math.isnan(overall[s])
                       else PROJECTION_CONTRADICTS if contradicts and config.drop_contradicting else "")
-            rec.update(id=p.id, side=s, preferred=p.preferred, overall=None if math.isnan(overall[s]) else overall[s],
-                       contradicts=contradicts, kept=not reason, reason=reason or None)
+            store.decide(f"{p.id}:{s}", id=p.id, side=s, preferred=p.preferred,
+                         overall=None if math.isnan(overall[s]) else overall[s], contradicts=contradicts,
+                         kept=not reason, reason=reason or None)
             if reason:
                 dropped[reason] += 1
             else:
                 projections.append((p, s, rec["raw"]))
-    store.rewrite([f"{pid}:{s}" for pid in order for s in ("A", "B")])
+    store.write_decisions([f"{pid}:{s}" for pid in order for s in ("A", "B")])
     summary.phases.append(_phase_summary("project", 2 * len(kept_pairs), counts, dropped, len(projections)))
 
     # 4. export

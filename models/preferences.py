@@ -1,20 +1,19 @@
 """Preference pairs (prompt, image A, image B[, source], which one people preferred) from a manifest.
 
-A manifest is JSONL (one object per line) or CSV with the columns ``prompt``, ``image_a``,
-``image_b``, ``preferred`` and optionally ``source`` (the edit's source image) and ``id``.
+A manifest is JSONL, JSON, CSV or parquet (read by ``tables.iter_rows``, like ``critique --manifest``)
+with the columns ``prompt``, ``image_a``, ``image_b``, ``preferred`` and optionally ``source`` (the
+edit's source image) and ``id``.
 Relative image paths are read from the manifest's folder. Labels are normalised the way the
 authors' benchmark adapters do (``a``/``left``/``leftvote``/``1``/``model_1`` -> A, ...).
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from .rubric import Task
+from .tables import TableError, iter_rows
 
 _A = {"a", "image a", "left", "leftvote", "1", "model_1", "a>b"}
 _B = {"b", "image b", "right", "rightvote", "2", "model_2", "b>a"}
@@ -68,34 +67,23 @@ def _field(row: dict, name: str) -> str:
     return ""
 
 
-def _rows(path: Path) -> Iterable[tuple[int, dict]]:
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            yield from enumerate(csv.DictReader(f), start=2)   # line 1 is the header
-        return
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ManifestError(f"{path}:{n}: not a JSON object ({e.msg}); write one object per line") from None
-            if not isinstance(row, dict):
-                raise ManifestError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            yield n, row
-
-
 def read_manifest(path: str | Path) -> list[PreferencePair]:
-    """Every row of a JSONL or CSV manifest as a :class:`PreferencePair`; bad rows are errors."""
+    """Every row of a manifest as a :class:`PreferencePair`; bad rows are errors."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
+    try:
+        return _read(path)
+    except TableError as e:
+        raise ManifestError(str(e)) from None
+
+
+def _read(path: Path) -> list[PreferencePair]:
     base = path.parent
     pairs: list[PreferencePair] = []
     seen: set[str] = set()
-    for n, row in _rows(path):
-        where = f"{path}:{n}"
+    for n, row in enumerate(iter_rows(path), start=1):
+        where = f"{path}, row {n}"
         values = {k: _field(row, k) for k in _ALIASES}
         missing = [k for k in ("prompt", "image_a", "image_b", "preferred") if not values[k]]
         if missing:

@@ -68,11 +68,13 @@ def test_every_phase_with_a_server_teacher_counts_each_branch(manifest, tmp_path
     assert any("preferred Image B" in parrot_data._body_text(b) for b in anchored)
     assert consistency and all("preferred" not in t and "Score A: 3.5" not in t and "sharper" in t
                                for t in consistency)
-    # every phase file keeps the raw teacher answer and the decision
-    recs = {r["key"]: r for r in _jsonl(out / "consistency.jsonl")}
-    assert recs["bravo"]["reason"] == parrot.NOT_RECOVERED and recs["bravo"]["raw"].startswith("# Detailed")
-    assert recs["alpha"]["kept"] is True and recs["alpha"]["teacher"] == "fake-32b"
-    proj = {r["key"]: r for r in _jsonl(out / "projection.jsonl")}
+    # every phase file keeps the raw teacher answers; the decisions sit beside it
+    raw = {r["key"]: r for r in _jsonl(out / "consistency.jsonl")}
+    recs = {r["key"]: r for r in _jsonl(out / "consistency.decisions.jsonl")}
+    assert recs["bravo"]["reason"] == parrot.NOT_RECOVERED and raw["bravo"]["raw"].startswith("# Detailed")
+    assert recs["alpha"]["kept"] is True and raw["alpha"]["teacher"] == "fake-32b"
+    assert set(raw) == set(recs) == {"alpha", "bravo", "charlie", "delta", "foxtrot", "hotel", "juliet"}
+    proj = {r["key"]: r for r in _jsonl(out / "projection.decisions.jsonl")}
     assert proj["delta:A"]["contradicts"] and proj["foxtrot:A"]["reason"] == parrot.PROJECTION_UNREADABLE
     assert proj["foxtrot:B"]["kept"]
     assert json.loads((out / "summary.json").read_text())["exported"] == {"pairwise": 5, "pointwise": 7}
@@ -92,6 +94,8 @@ def test_rerun_with_other_thresholds_asks_the_teacher_nothing(manifest, tmp_path
     assert summary.phase("filter").kept == 4
     assert parrot.PROJECTION_CONTRADICTS not in summary.phase("project").dropped
     assert all(p.asked == 0 for p in summary.phases) and summary.phase("anchor").reused == 9
+    decisions = {r["key"]: r for r in _jsonl(out / "consistency.decisions.jsonl")}
+    assert decisions["charlie"]["reason"] == parrot.BELOW_MARGIN and decisions["charlie"]["win_margin"] == 0.5
     # a lower margin keeps more pairs again, whose projections are already saved: still no new call
     again = parrot.run(pairs, out, None, parrot.ParrotConfig(margin=0.0))
     assert again.phase("filter").kept == 5 and all(p.asked == 0 for p in again.phases)
