@@ -16,7 +16,7 @@ from .backends.base import Backend, GenerationOptions, ProgressFn, StopFn
 from .critique import Critique, PairwiseCritique
 from .images import prepare
 from .parser import parse_critique, parse_pairwise
-from .prompting import ChatRequest, load_template, render, template_name
+from .prompting import ChatRequest, Template, TemplateDirs, _dirs, get_template, render, template_name
 from .rubric import Task
 from .script import AnswerScript
 
@@ -38,17 +38,28 @@ class Item:
 class Critic:
     backend: Backend
     max_pixels: int | None = None          # None: the checkpoint's processor decides
-    template_dir: str | Path | None = None
+    template_dir: TemplateDirs = None      # folder(s) read before the pack's own templates, in order
     script: AnswerScript | None = None     # scripted answers (replay/testing seam)
     name: str = ""
+    max_pixels_source: str = ""            # why max_pixels has its value (shown with it)
 
     def with_script(self, script: AnswerScript | None) -> "Critic":
         """A critic sharing this backend whose answers follow ``script`` where it matches."""
         return replace(self, script=script)
 
     # -- building blocks ----------------------------------------------------------------------------
-    def template(self, task: Task, mode: str) -> str:
-        return load_template(template_name(task, mode), self.template_dir)
+    def template_dirs(self) -> list[Path]:
+        """The user template folders, in the order they are read (the pack's own folder comes after)."""
+        return _dirs(self.template_dir)
+
+    def template(self, task: Task, mode: str) -> Template:
+        return get_template(template_name(task, mode), self.template_dir)
+
+    def image_size(self) -> dict[str, object]:
+        """What a critique records about the image size the critic saw."""
+        return {"max_pixels": self.max_pixels,
+                "source": self.max_pixels_source or ("set by the caller" if self.max_pixels
+                                                     else "the processor decides")}
 
     def build(self, item: Item) -> ChatRequest:
         if not item.request or not item.request.strip():
@@ -81,7 +92,8 @@ class Critic:
         items = [Item(task, "pointwise", p, (img,) if sources is None else (sources[i], img))
                  for i, (img, p) in enumerate(zip(images, prompts))]
         answers = self.run(items, options, progress=progress, should_stop=should_stop)
-        return [parse_critique(a, task) for a in answers]
+        record = {"template": self.template(task, "pointwise").info(), "image_size": self.image_size()}
+        return [_recorded(parse_critique(a, task), record) for a in answers]
 
     def compare(self, image_a: Image.Image, image_b: Image.Image, prompt: str,
                 options: GenerationOptions | None = None, *, source: Image.Image | None = None,
@@ -90,7 +102,14 @@ class Critic:
         images = (image_a, image_b) if source is None else (source, image_a, image_b)
         answer = self.run([Item(task, "pairwise", prompt, images)], options, progress=progress,
                           should_stop=should_stop)[0]
-        return parse_pairwise(answer, task)
+        record = {"template": self.template(task, "pairwise").info(), "image_size": self.image_size()}
+        return _recorded(parse_pairwise(answer, task), record)
+
+
+def _recorded(result, record: dict):
+    """Attach what produced a parsed answer (template name and hash, image size) to it."""
+    result.record = dict(record)
+    return result
 
 
 def _image_names(item: Item) -> list[str]:

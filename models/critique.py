@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from .rubric import PAIRWISE_NA_VALUE, SCORE_MAX, SCORE_MIN, Task, resolve_weights
+from .rubric import PAIRWISE_NA_VALUE, Task
 
 
 class ScoreStatus(str, Enum):
@@ -51,44 +51,41 @@ class Critique:
     refined_request: str | None = None
     raw: str = ""
     warnings: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)   # template {name, hash, source}, image_size
 
     def score(self, key: str) -> float:
         dim = self.dimensions.get(key)
         return dim.value if dim is not None else math.nan
 
-    def overall(self, weights: str | dict[str, float] | None = "equal") -> float:
+    def overall(self, weights: str | dict[str, float] | None = "equal",
+                on_unreadable: str | None = None) -> float:
         """Normalised reward in [0, 1]: (weighted mean of non-N/A scores − 1) / 3.
 
-        NaN when a weighted dimension has no readable score (we never average
-        around a hole) or when every weighted dimension is N/A.
+        An answer with an unreadable weighted score gets NaN (or 0.0 with ``on_unreadable="zero"``):
+        we never average around a hole. The rule lives in :mod:`rationalrewards.rules`.
         """
-        w = resolve_weights(weights)
-        total = norm = 0.0
-        for key, dim in self.dimensions.items():
-            weight = w.get(key, 0.0)
-            if weight == 0.0 or dim.status is ScoreStatus.NA:
-                continue
-            if dim.status is ScoreStatus.MISSING:
-                return math.nan
-            total += weight * dim.value
-            norm += weight
-        if norm == 0.0:
-            return math.nan
-        return ((total / norm) - SCORE_MIN) / (SCORE_MAX - SCORE_MIN)
+        from .rules import pointwise_reward
+        return pointwise_reward(self, weights, on_unreadable)
 
     @property
     def complete(self) -> bool:
         return all(d.status is not ScoreStatus.MISSING for d in self.dimensions.values())
 
-    def to_dict(self, weights: str | dict[str, float] | None = "equal") -> dict[str, Any]:
-        overall = self.overall(weights)
+    def to_dict(self, weights: str | dict[str, float] | None = "equal",
+                on_unreadable: str | None = None) -> dict[str, Any]:
+        from .rules import unreadable_rule
+        rule = unreadable_rule(on_unreadable)
+        overall = self.overall(weights, rule)
         return {"task": self.task.value,
                 "dimensions": [d.to_dict() for d in self.dimensions.values()],
                 "overall": None if math.isnan(overall) else overall,
+                "reward_rule": {"weights": weights if isinstance(weights, str) or weights is None else dict(weights),
+                                "unreadable": rule.value},
                 "request_analysis": self.request_analysis, "summary": self.summary,
                 "refinement_comments": self.refinement_comments,
                 "refined_request": self.refined_request,
-                "warnings": list(self.warnings), "raw": self.raw}
+                "warnings": list(self.warnings), "raw": self.raw,
+                "template": self.record.get("template"), "image_size": self.record.get("image_size")}
 
     def report(self, weights: str | dict[str, float] | None = "equal") -> str:
         """Human-readable text: warnings first, then scores and justifications."""
@@ -107,6 +104,7 @@ class Critique:
             lines.append(f"Refinement comments: {self.refinement_comments}")
         if self.refined_request:
             lines.append(f"Refined request: {self.refined_request}")
+        lines += record_lines(self.record)
         return "\n".join(lines)
 
 
@@ -115,6 +113,7 @@ class Winner(str, Enum):
     B = "B"
     TIE = "tie"
     UNDECIDED = "undecided"   # scores missing: we do not guess
+    NA = "N/A"                # a dimension's "Winner: N/A" (nothing to judge, e.g. no text asked for)
 
 
 @dataclass
@@ -156,28 +155,43 @@ class PairwiseCritique:
     summary: str | None = None
     raw: str = ""
     warnings: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)   # template {name, hash, source}, image_size
 
-    def totals(self) -> tuple[float, float]:
-        """Sum of each candidate's scores, N/A counted as 2.5 (the authors' rule); NaN if any is missing."""
-        ta = tb = 0.0
-        for d in self.dimensions.values():
-            va, vb = _pair_value(d.a), _pair_value(d.b)
-            if va is None or vb is None:
-                return math.nan, math.nan
-            ta += va
-            tb += vb
-        return ta, tb
+    def decide(self, rule: str | None = None, aspects: str = "all"):
+        """The comparison's :class:`~rationalrewards.rules.Decision` under a decision rule (default published)."""
+        from .rules import decide
+        return decide(self, rule, aspects)
+
+    def totals(self, rule: str | None = None) -> tuple[float, float]:
+        """Sum of each candidate's scores under ``rule`` (published: missing and N/A count 2.5; strict: NaN
+        when a score is unreadable)."""
+        d = self.decide(rule)
+        return d.total_a, d.total_b
 
     @property
     def winner(self) -> Winner:
-        ta, tb = self.totals()
-        if math.isnan(ta):
-            return Winner.UNDECIDED
-        return Winner.A if ta > tb else Winner.B if tb > ta else Winner.TIE
+        """The winner under the default (published) rule; ``decide(rule)`` for another."""
+        return self.decide().winner
 
-    def to_dict(self) -> dict[str, Any]:
-        ta, tb = self.totals()
-        return {"task": self.task.value, "winner": self.winner.value,
-                "total_a": None if math.isnan(ta) else ta, "total_b": None if math.isnan(tb) else tb,
+    def to_dict(self, rule: str | None = None) -> dict[str, Any]:
+        decision = self.decide(rule)
+        return {"task": self.task.value, "winner": decision.winner.value,
+                "total_a": decision.to_dict()["total_a"], "total_b": decision.to_dict()["total_b"],
+                "decision": decision.to_dict(),
                 "dimensions": [d.to_dict() for d in self.dimensions.values()],
-                "summary": self.summary, "warnings": list(self.warnings), "raw": self.raw}
+                "summary": self.summary, "warnings": list(self.warnings), "raw": self.raw,
+                "template": self.record.get("template"), "image_size": self.record.get("image_size")}
+
+
+def record_lines(record: dict[str, Any]) -> list[str]:
+    """The closing lines of a critique text: which template produced it, at which image size."""
+    lines = []
+    tpl = record.get("template")
+    if tpl:
+        lines.append(f"Template: {tpl['name']} ({tpl['source']}, {tpl['hash']})")
+    size = record.get("image_size")
+    if size:
+        px = size.get("max_pixels")
+        lines.append(f"Image size: {'up to ' + format(px, ',') + ' px' if px else 'as the processor decides'}"
+                     f" ({size.get('source')})")
+    return lines

@@ -6,6 +6,7 @@ to fetch.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Callable, Sequence
@@ -20,6 +21,10 @@ KNOWN_CRITICS = (
 # Only what loading needs: weights as safetensors, configs, tokenizer and templates. No code, no pickles.
 DOWNLOAD_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.json", "*.jinja", "*.txt",
                      "tokenizer.model", "*.tiktoken", "merges.txt", "vocab.json")
+# The RationalRewards checkpoints were fine-tuned with LLaMA-Factory's ``image_max_pixels: 802816``
+# (about 784 visual tokens at patch 16 x merge 2): larger images were never seen in training.
+RR_TRAINED_MAX_PIXELS = 802_816
+AUTO_MAX_PIXELS = -1   # max_pixels value meaning "what the checkpoint was trained on"
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 DownloadProgress = Callable[[int, int], None]   # (bytes done, bytes total)
@@ -76,7 +81,7 @@ def resolve_checkpoint(name: str, search_dirs: Sequence[str | Path], allow_downl
     if not allow_download:
         raise CheckpointNotFound(
             f"critic {name!r} is not on disk: expected it in {target}. Either turn on 'allow download', or "
-            f"fetch it yourself: huggingface-cli download {name} --local-dir \"{target}\"")
+            f"fetch it yourself: hf download {name} --local-dir \"{target}\"")
     return download(name, target, progress)
 
 
@@ -101,17 +106,52 @@ def download(repo_id: str, target: Path, progress: DownloadProgress | None = Non
     return target
 
 
+def is_rationalrewards(name: str = "", path: str | Path | None = None) -> bool:
+    """True for a RationalRewards checkpoint: by its id/folder name, or the name its config records."""
+    names = [name, Path(path).name if path else ""]
+    if path is not None and (Path(path) / "config.json").is_file():
+        try:
+            config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config = {}
+        if isinstance(config, dict):
+            names += [str(config.get(k, "")) for k in ("_name_or_path", "name_or_path")]
+    return any("rationalrewards" in n.lower().replace("-", "").replace("_", "") for n in names if n)
+
+
+def resolve_max_pixels(requested: int | None, name: str = "", path: str | Path | None = None
+                       ) -> tuple[int | None, str]:
+    """(max_pixels, why) for a critic: ``AUTO_MAX_PIXELS`` (-1) follows the checkpoint's training
+    (802,816 px for RationalRewards, the processor's own limit for other models); 0 or None lets the
+    processor decide; a positive value is used as given."""
+    if requested is not None and requested < 0:
+        if is_rationalrewards(name, path):
+            return RR_TRAINED_MAX_PIXELS, "the checkpoint's training size"
+        return None, "the processor's own limit (not a RationalRewards checkpoint)"
+    if not requested:
+        return None, "the processor decides (max_pixels 0)"
+    return int(requested), "set by the user"
+
+
 def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download: bool = False,
                 dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
-                max_pixels: int | None = None, batch_size: int = 4, decoding: str = "auto",
-                progress: DownloadProgress | None = None, adapter: str | Path | None = None):
+                max_pixels: int | None = AUTO_MAX_PIXELS, batch_size: int = 4, decoding: str = "auto",
+                template_dirs: Sequence[str | Path] = (), progress: DownloadProgress | None = None,
+                adapter: str | Path | None = None):
     """Resolve ``name`` to a folder (downloading only if allowed) and load an in-process critic.
 
+    Templates are read from the checkpoint's own ``templates/`` folder first, then from
+    ``template_dirs``, then from the pack; a broken user template fails here, naming the file.
     ``adapter``: a local LoRA folder (PEFT) trained on this checkpoint, merged in at load time."""
     from .backends.transformers_backend import TransformersBackend
     from .critic import Critic
+    from .prompting import check_templates
 
     path = resolve_checkpoint(name, search_dirs, allow_download=allow_download, progress=progress)
+    folders = [path / "templates", *(Path(d) for d in template_dirs)]
+    check_templates(folders)
+    pixels, why = resolve_max_pixels(max_pixels, name, path)
     backend = TransformersBackend.load(path, dtype=dtype, device=device, attention=attention,
                                        batch_size=batch_size, decoding=decoding, adapter=adapter)
-    return Critic(backend=backend, max_pixels=max_pixels, name=name)
+    return Critic(backend=backend, max_pixels=pixels, max_pixels_source=why, name=name,
+                  template_dir=[str(f) for f in folders])

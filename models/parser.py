@@ -67,9 +67,15 @@ class _Field:
         return "\n".join(self.lines).strip()
 
 
-def _clean(text: str) -> str:
+def _clean(text: str, warnings: list[str] | None = None) -> str:
+    """The answer without reasoning blocks, special tokens and a wrapping code fence."""
     if "</think>" in text:
         text = text.rsplit("</think>", 1)[1]
+    elif "<think>" in text:   # the budget ran out while the model was still reasoning: no answer yet
+        text = text.split("<think>", 1)[0]
+        if warnings is not None:
+            warnings.append("the answer stops inside its <think> reasoning block (raise max new tokens); "
+                            "nothing in the reasoning is read as a score")
     text = _SPECIAL_TOKENS_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     return text.strip().strip("`").strip()
 
@@ -157,21 +163,32 @@ def _parse_score(raw: str, dim: Dimension, warnings: list[str], who: str = "") -
     return result
 
 
+_WINNER_NA_RE = re.compile(r"(?:n\s*/\s*a|n\.\s*a\.?|na|not\s+applicable|none)(?![\w/])")
+_WINNER_TIE_RE = re.compile(r"(?:it'?s|it\s+is)\s+a\s+(?:tie|draw)\b|(?:a\s+)?(?:tie|draw|equal|neither|both)\b")
+_WINNER_CHOICE_RE = re.compile(r"\b(?:image\s*)?[ab]\s+or\s+(?:image\s*)?[ab]\b")
+
+
 def _parse_winner(raw: str) -> Winner | None:
+    """The verdict on a ``Winner:`` line; ``Winner.NA`` for N/A (no winner), None when unreadable."""
     s = raw.strip().lower()
     if not s:
         return None
     # The verdict usually opens the line ("Image B (a sharper result)", "B, by a wide margin"): read it
     # first, so an article "a" in the explanation is not taken for candidate A.
     lead = re.sub(r"^[\s*_\[\](){}<>\"'`~:=]+", "", s)
-    if re.match(r"(?:a\s+)?(?:tie|draw|equal|neither|both)\b", lead):
+    if _WINNER_NA_RE.match(lead):
+        return Winner.NA            # "N/A" holds an "a": it is never candidate A
+    if _WINNER_TIE_RE.match(lead):
         return Winner.TIE
     m = re.match(r"(?:(?:image|candidate|edit)\s*)?([ab])\b(?![./-]\w)"
                  r"(?!\s*(?:and|&|or|vs\.?|=)\s*(?:(?:image|candidate|edit)\s*)?[ab]\b)", lead)
     if m is not None:
         return Winner.A if m.group(1) == "a" else Winner.B
+    if _WINNER_CHOICE_RE.search(s):
+        return None                 # the skeleton's "[Image A or Image B or It's a tie]" copied, not a verdict
     if re.search(r"\btie\b|\bequal(?:ly)?\b|\bboth\b|\bneither\b", s):
         return Winner.TIE
+    s = re.sub(r"\bn\s*/\s*a\b", " ", s)
     has_a = re.search(r"\b(image|candidate|edit)?\s*a\b", s) is not None
     has_b = re.search(r"\b(image|candidate|edit)?\s*b\b", s) is not None
     if has_a and not has_b:
@@ -244,7 +261,7 @@ def parse_critique(text: str, task: Task | str = Task.T2I) -> Critique:
     warnings: list[str] = []
     dims = {d.key: DimensionResult(key=d.key, title=d.title) for d in dimensions_for(task)}
     crit = Critique(task=task, dimensions=dims, raw=raw, warnings=warnings)
-    body = _clean(raw)
+    body = _clean(raw, warnings)
     if not body:
         warnings.append("the critic returned an empty answer")
         for d in dims.values():
@@ -298,7 +315,7 @@ def parse_pairwise(text: str, task: Task | str = Task.T2I) -> PairwiseCritique:
     warnings: list[str] = []
     dims = {d.key: PairwiseDimension(key=d.key, title=d.title) for d in dimensions_for(task)}
     result = PairwiseCritique(task=task, dimensions=dims, raw=raw, warnings=warnings)
-    body = _clean(raw)
+    body = _clean(raw, warnings)
     if not body:
         warnings.append("the critic returned an empty answer")
         return result

@@ -21,11 +21,13 @@ from ..models.backends.openai_server import ServerError
 from ..models.critic import Critic, CritiqueInputError
 from ..models.images import ImageError
 from ..models.loader import CheckpointNotFound
+from ..models.prompting import TemplateError
 from ..models.rubric import WEIGHT_PRESETS
 from . import residency
 
 CATEGORY = "RationalRewards"
 MODEL_FOLDER = "rationalrewards"
+TEMPLATE_FOLDER = "rationalrewards_templates"   # user prompt templates, read before the pack's own
 
 CriticType = io.Custom("RR_CRITIC")
 CritiqueType = io.Custom("RR_CRITIQUE")
@@ -41,6 +43,16 @@ def register_model_folder() -> None:
 def model_dirs() -> list[str]:
     register_model_folder()
     return folder_paths.get_folder_paths(MODEL_FOLDER)
+
+
+def template_dirs() -> list[str]:
+    """User template folders: ``models/rationalrewards/templates/`` (``extra_model_paths.yaml`` may add more
+    under ``rationalrewards_templates``). A template there overrides the pack's file of the same name."""
+    if TEMPLATE_FOLDER not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(TEMPLATE_FOLDER,
+                                           os.path.join(folder_paths.models_dir, MODEL_FOLDER, "templates"),
+                                           is_default=True)
+    return folder_paths.get_folder_paths(TEMPLATE_FOLDER)
 
 
 @dataclass
@@ -73,7 +85,7 @@ def user_errors(node: str) -> Iterator[None]:
     except GenerationInterrupted:
         comfy.model_management.throw_exception_if_processing_interrupted()
         raise
-    except (CritiqueInputError, ImageError, CheckpointNotFound, ServerError) as e:
+    except (CritiqueInputError, ImageError, CheckpointNotFound, ServerError, TemplateError) as e:
         raise fail(node, str(e)) from None
 
 

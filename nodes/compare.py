@@ -6,6 +6,7 @@ import json
 from comfy_api.latest import io, ui
 
 from ..models.critique import Winner
+from ..models.rules import DECISION_HELP, DEFAULT_DECISION, DecisionRule
 from .common import (CATEGORY, check_critic, CriticType, fail, fmt, generating, generation_inputs, options_from,
                      to_pil_list, user_errors)
 
@@ -19,9 +20,9 @@ class Compare(io.ComfyNode):
             node_id="RR_Compare",
             display_name="Compare Two Images (RationalRewards)",
             category=CATEGORY,
-            description="Judges image A against image B in one pairwise critique. The winner follows the "
-                        "authors' rule: sum each image's dimension scores (N/A counts 2.5); higher wins, equal is "
-                        "a tie. Connect 'source' to compare two edits of the same source image.",
+            description="Judges image A against image B in one pairwise critique. The winner is decided by the "
+                        "'decision' rule: sum each image's dimension scores; higher wins, equal is a tie. Connect "
+                        "'source' to compare two edits of the same source image.",
             is_output_node=True,
             inputs=[
                 CriticType.Input("critic"),
@@ -31,14 +32,20 @@ class Compare(io.ComfyNode):
                                 tooltip="The prompt (or editing instruction) both images answer"),
                 io.Image.Input("source", optional=True,
                                tooltip="Optional source image: compares two edits of it (Edit rubric)"),
+                io.Combo.Input("decision", options=[r.value for r in DecisionRule], default=DEFAULT_DECISION.value,
+                               optional=True,
+                               tooltip=" ".join(DECISION_HELP[r] + "." for r in DecisionRule)),
                 *generation_inputs(),
             ],
             outputs=[
-                io.String.Output(display_name="winner", tooltip="A, B, tie, or undecided when scores were unreadable"),
+                io.String.Output(display_name="winner",
+                                 tooltip="A, B or tie; undecided only under the strict rule when a score was unreadable"),
                 io.Image.Output(display_name="winner_image",
                                 tooltip="The winning image; image A on a tie or when undecided"),
-                io.Float.Output(display_name="total_a", tooltip="Sum of A's dimension scores (NaN if unreadable)"),
-                io.Float.Output(display_name="total_b", tooltip="Sum of B's dimension scores (NaN if unreadable)"),
+                io.Float.Output(display_name="total_a",
+                                tooltip="Sum of A's dimension scores under the decision rule (NaN: strict and unreadable)"),
+                io.Float.Output(display_name="total_b",
+                                tooltip="Sum of B's dimension scores under the decision rule (NaN: strict and unreadable)"),
                 io.String.Output(display_name="rationale"),
                 io.String.Output(display_name="dimensions_json",
                                  tooltip="Per-dimension scores, winners and justifications as JSON"),
@@ -47,7 +54,7 @@ class Compare(io.ComfyNode):
 
     @classmethod
     def execute(cls, critic, image_a, image_b, prompt: str, max_new_tokens: int, temperature: float, seed: int,
-                source=None) -> io.NodeOutput:
+                source=None, decision: str = DEFAULT_DECISION.value) -> io.NodeOutput:
         handle = check_critic(critic, NODE)
         with user_errors(NODE):
             a = to_pil_list(image_a, NODE, "image_a")
@@ -55,14 +62,18 @@ class Compare(io.ComfyNode):
             src = to_pil_list(source, NODE, "source") if source is not None else None
             if len(a) != 1 or len(b) != 1 or (src is not None and len(src) != 1):
                 raise fail(NODE, "compare takes single images (batch of 1 each); use 'Rank Images' for batches")
+            if decision not in [r.value for r in DecisionRule]:
+                raise fail(NODE, f"decision must be one of {[r.value for r in DecisionRule]}, not {decision!r}")
             options = options_from(max_new_tokens, temperature, seed)
             with generating(handle, options, 1, image_a, image_b, source) as hooks:
                 result = handle.critic.compare(a[0], b[0], prompt, options, source=src[0] if src else None,
                                         **hooks)
-        winner = result.winner
-        total_a, total_b = result.totals()
+        verdict = result.decide(decision)
+        winner, total_a, total_b = verdict.winner, verdict.total_a, verdict.total_b
         lines = [f"WARNING: {w}" for w in result.warnings]
         lines.append(f"Winner: {winner.value} (A {fmt(total_a)} vs B {fmt(total_b)})")
+        lines.append(f"Decision rule: {DECISION_HELP[verdict.rule]}")
+        lines += [f"  {f}" for f in verdict.filled]
         for d in result.dimensions.values():
             sa = fmt(d.a.value) if d.a else "missing"
             sb = fmt(d.b.value) if d.b else "missing"
@@ -71,7 +82,7 @@ class Compare(io.ComfyNode):
                 lines.append(f"  {d.justification}")
         if result.summary:
             lines.append(f"Summary: {result.summary}")
-        data = result.to_dict() | {"raw": None, "prompt": prompt}
+        data = result.to_dict(decision) | {"raw": None, "prompt": prompt}
         winner_image = image_b[:1] if winner is Winner.B else image_a[:1]
         # thumbnails for the card: A then B (saved separately: the two may differ in size)
         previews = [ref for img in (image_a[:1], image_b[:1]) for ref in ui.PreviewImage(img, cls=cls).as_dict()["images"]]

@@ -5,10 +5,10 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..models.backends.transformers_backend import DECODING, DTYPES, available_attention, pick_dtype
-from ..models.loader import KNOWN_CRITICS, list_local, load_critic
+from ..models.loader import AUTO_MAX_PIXELS, KNOWN_CRITICS, RR_TRAINED_MAX_PIXELS, list_local, load_critic
 from ..models.script import AnswerScript
 from . import residency
-from .common import CATEGORY, CriticType, check_critic, fail, model_dirs, user_errors
+from .common import CATEGORY, CriticType, check_critic, fail, model_dirs, template_dirs, user_errors
 
 NODE = "RR Load Critic"
 
@@ -44,9 +44,12 @@ class LoadCritic(io.ComfyNode):
                                tooltip="auto: ComfyUI's GPU when there is one, else the CPU."),
                 io.Combo.Input("attention", options=available_attention(), default="sdpa",
                                tooltip="flash_attention_2 is listed only when the flash-attn package is installed."),
-                io.Int.Input("max_pixels", default=0, min=0, max=16_777_216, step=1024,
-                             tooltip="Downscale images above this pixel count before the critic sees them. "
-                                     "0 keeps the checkpoint processor's own limit."),
+                io.Int.Input("max_pixels", default=AUTO_MAX_PIXELS, min=AUTO_MAX_PIXELS, max=16_777_216, step=1,
+                             tooltip=f"Downscale images above this pixel count before the critic sees them. "
+                                     f"-1: what the checkpoint was trained on ({RR_TRAINED_MAX_PIXELS:,} px for "
+                                     f"RationalRewards checkpoints, the processor's own limit for other models). "
+                                     f"0: the processor decides. Larger images than the training size cost "
+                                     f"time and memory and were never seen in training."),
                 io.Int.Input("batch_size", default=4, min=1, max=64,
                              tooltip="How many images one generation call critiques at once."),
                 io.Boolean.Input("keep_loaded", default=False, optional=True,
@@ -79,8 +82,8 @@ class LoadCritic(io.ComfyNode):
         with user_errors(NODE):
             critic = load_critic(name, model_dirs(), allow_download=allow_download, dtype=dtype,
                                  device=residency.offload_device(target).type,
-                                 attention=attention, max_pixels=max_pixels or None, batch_size=batch_size,
-                                 decoding=decoding,
+                                 attention=attention, max_pixels=max_pixels, batch_size=batch_size,
+                                 decoding=decoding, template_dirs=template_dirs(),
                                  progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
         return io.NodeOutput(residency.CriticHandle(critic, residency.attach(critic.backend.model, target,
                                                                              keep_loaded=keep_loaded)))

@@ -5,7 +5,9 @@ from comfy_api.latest import io
 
 from ..models.backends.openai_server import OpenAIServerBackend, ServerError
 from ..models.critic import Critic
-from .common import CATEGORY, CriticType, fail
+from ..models.loader import AUTO_MAX_PIXELS, RR_TRAINED_MAX_PIXELS, resolve_max_pixels
+from ..models.prompting import check_templates
+from .common import CATEGORY, CriticType, fail, template_dirs
 from .residency import CriticHandle
 
 NODE = "RR Connect to Critic Server"
@@ -43,9 +45,11 @@ class ServerCritic(io.ComfyNode):
                                  tooltip="Share the GPU with a vLLM server started with --enable-sleep-mode and "
                                          "VLLM_SERVER_DEV_MODE=1: it sleeps (weights to host RAM) except while "
                                          "critiquing, so the generator gets the memory."),
-                io.Int.Input("max_pixels", default=0, min=0, max=16_777_216, step=1024,
-                             tooltip="Downscale images above this pixel count before upload. 0 sends them as "
-                                     "they are (the server's processor applies its own limit)."),
+                io.Int.Input("max_pixels", default=AUTO_MAX_PIXELS, min=AUTO_MAX_PIXELS, max=16_777_216, step=1,
+                             tooltip=f"Downscale images above this pixel count before upload. -1: what the "
+                                     f"checkpoint was trained on ({RR_TRAINED_MAX_PIXELS:,} px when the served "
+                                     f"model's name says RationalRewards, else the server's own limit). 0: send "
+                                     f"them as they are (the server's processor applies its own limit)."),
             ],
             outputs=[CriticType.Output(display_name="critic")],
         )
@@ -56,10 +60,13 @@ class ServerCritic(io.ComfyNode):
         try:
             backend = OpenAIServerBackend(base_url, model, api_key_env=api_key_env, max_concurrency=max_concurrency,
                                           timeout_s=timeout_s, retries=retries, sleep_between_runs=sleep_between_runs)
+            check_templates(template_dirs())   # a broken user template fails here, naming the file
             name = backend.check()
             if sleep_between_runs:
                 backend.sleep()   # until a critique needs it: the generator runs first
-        except (ServerError, ValueError) as e:
+        except (ServerError, ValueError) as e:   # TemplateError is a ValueError
             raise fail(NODE, str(e)) from None
-        critic = Critic(backend=backend, max_pixels=max_pixels or None, name=f"{name} @ {backend.base_url}")
+        pixels, why = resolve_max_pixels(max_pixels, name)
+        critic = Critic(backend=backend, max_pixels=pixels, max_pixels_source=why, name=f"{name} @ {backend.base_url}",
+                        template_dir=template_dirs())
         return io.NodeOutput(CriticHandle(critic))

@@ -12,10 +12,15 @@ StopFn = Callable[[], bool]              # True when the user asked to stop
 
 @dataclass(frozen=True)
 class GenerationOptions:
+    """Every sampling parameter a backend uses. Each one is sent explicitly (a server would otherwise fill
+    unset ones from the checkpoint's ``generation_config.json``, e.g. Qwen's top_k 20 / top_p 0.8), so a
+    served and an in-process critique of the same request sample alike."""
     max_new_tokens: int = 2048
     temperature: float = 0.1      # the authors' setting; 0 means greedy
-    top_p: float = 1.0
+    top_p: float = 1.0            # 1 = off
     seed: int = 0
+    top_k: int = 0                # 0 = off (every token is a candidate)
+    repetition_penalty: float = 1.0   # 1 = off
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -24,6 +29,10 @@ class GenerationOptions:
             raise ValueError("temperature must be >= 0")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError("top_k must be >= 0 (0 turns it off)")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be > 0 (1 turns it off)")
 
 
 class GenerationInterrupted(RuntimeError):

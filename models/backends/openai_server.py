@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 POLL_S = 0.05
+# Sampling fields outside the OpenAI schema (vLLM accepts them). A server that refuses one by name gets
+# the request again without it, and the log says its own default applies there.
+OPTIONAL_FIELDS = ("top_k", "repetition_penalty")
 
 
 class ServerError(RuntimeError):
@@ -121,10 +124,15 @@ def chat_messages(req: ChatRequest) -> list[dict]:
 
 
 def chat_body(req: ChatRequest, options: GenerationOptions, model: str, max_tokens: int | None = None) -> dict:
-    """The ``/chat/completions`` request body; temperature 0 means greedy on vLLM and transformers serve."""
+    """The ``/chat/completions`` request body; temperature 0 means greedy on vLLM and transformers serve.
+
+    Every sampling parameter is explicit, so the server's ``generation_config`` defaults never apply:
+    ``top_k`` -1 is vLLM's "off" (our 0), ``repetition_penalty`` 1.0 is off.
+    """
     return {"model": model, "messages": chat_messages(req),
             "max_tokens": int(max_tokens or options.max_new_tokens), "temperature": float(options.temperature),
-            "top_p": float(options.top_p), "seed": int(options.seed), "stream": False}
+            "top_p": float(options.top_p), "top_k": int(options.top_k) if options.top_k > 0 else -1,
+            "repetition_penalty": float(options.repetition_penalty), "seed": int(options.seed), "stream": False}
 
 
 def _snippet(text: str, n: int = 200) -> str:
@@ -175,6 +183,7 @@ class OpenAIServerBackend:
         self._local = threading.local()
         self._sleep_lock = threading.Lock()
         self._active = 0
+        self._refused: set[str] = set()   # optional sampling fields this server said it does not know
 
     def __repr__(self) -> str:
         return (f"OpenAIServerBackend({self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "
@@ -308,11 +317,32 @@ class OpenAIServerBackend:
         """The answer text for one request (or ``forced``, after a 1-token request; see module docstring)."""
         url = self.base_url + "/chat/completions"
         body = chat_body(req, options, self.model, max_tokens=1 if forced is not None else None)
+        for key in self._refused:
+            body.pop(key, None)
         resp = self._send("POST", url, json=body, stopped=stopped)
+        refused = self._refused_fields(resp, body)
+        if refused:   # e.g. `transformers serve` (HTTP 422) knows no top_k / repetition_penalty
+            with self._sleep_lock:
+                new = refused - self._refused
+                self._refused |= refused
+            if new:
+                log.warning("RationalRewards: the critic server at %s refuses %s; its own defaults apply to them",
+                            self.base_url, ", ".join(sorted(new)))
+            for key in refused:
+                body.pop(key, None)
+            resp = self._send("POST", url, json=body, stopped=stopped)
         if not resp.ok:
             raise self._client_error(resp, url)
         answer = self._answer_text(resp, url)
         return forced if forced is not None else answer
+
+    @staticmethod
+    def _refused_fields(resp: requests.Response, body: dict) -> set[str]:
+        """The optional sampling fields a 400/422 answer names as unknown (only those may be dropped)."""
+        if resp.status_code not in (400, 422):
+            return set()
+        msg = _error_message(resp)
+        return {k for k in OPTIONAL_FIELDS if k in body and k in msg}
 
     def _answer_text(self, resp: requests.Response, url: str) -> str:
         try:

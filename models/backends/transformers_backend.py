@@ -77,12 +77,16 @@ def merge_adapter(model, adapter: str | Path):
 class SeededSampler(LogitsProcessor):
     """Temperature/top-p sampling from per-row generators; returns logits with one finite entry."""
 
-    def __init__(self, temperature: float, top_p: float, seed: int, rows: int, device: torch.device):
-        self.temperature, self.top_p = temperature, top_p
+    def __init__(self, temperature: float, top_p: float, seed: int, rows: int, device: torch.device,
+                 top_k: int = 0):
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
         self.generators = [torch.Generator(device=device).manual_seed(seed) for _ in range(rows)]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.float()
+        if 0 < self.top_k < scores.shape[-1]:
+            kth = scores.topk(self.top_k, dim=-1).values[..., -1:]
+            scores = scores.masked_fill(scores < kth, -math.inf)
         # shift first: a tiny temperature then sends every other logit to -inf instead of inf/inf = NaN
         probs = torch.softmax((scores - scores.max(dim=-1, keepdim=True).values) / self.temperature, dim=-1)
         if self.top_p < 1.0:
@@ -225,7 +229,7 @@ class TransformersBackend:
         processors = LogitsProcessorList()
         if options.temperature > 0:
             processors.append(SeededSampler(options.temperature, options.top_p, options.seed,
-                                            len(requests), self.device))
+                                            len(requests), self.device, top_k=options.top_k))
         if any(f is not None for f in forced):
             targets = [None if f is None else self.tokenizer(f, add_special_tokens=False)["input_ids"]
                        for f in forced]
@@ -259,7 +263,7 @@ class TransformersBackend:
     def generation_config(self, options: GenerationOptions, mode: str = "plain") -> GenerationConfig:
         # Fields left unset would be filled from the checkpoint's generation_config.json (e.g. Qwen2.5-VL's
         # repetition_penalty=1.05, top_k/top_p/temperature), silently changing greedy decoding: pin them
-        # to neutral values. Sampling is SeededSampler's job.
+        # to neutral values (repetition_penalty: the caller's, 1.0 by default). Sampling is SeededSampler's job.
         extra: dict = {"disable_compile": mode != "compiled"}   # transformers auto-compiles static caches on CUDA
         if mode in ("static", "compiled"):
             extra["cache_implementation"] = "static"
@@ -267,5 +271,6 @@ class TransformersBackend:
             extra["compile_config"] = self.compile_config or CompileConfig(fullgraph=False)
         return GenerationConfig(max_new_tokens=options.max_new_tokens, do_sample=False, num_beams=1,
                                 eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
-                                temperature=1.0, top_k=50, top_p=1.0, typical_p=1.0, repetition_penalty=1.0,
+                                temperature=1.0, top_k=50, top_p=1.0, typical_p=1.0,
+                                repetition_penalty=float(options.repetition_penalty),
                                 no_repeat_ngram_size=0, min_new_tokens=0, **extra)

@@ -16,7 +16,7 @@ from PIL import Image
 from ..backends.base import GenerationOptions, ProgressFn, StopFn
 from ..critique import Critique
 from ..images import prepare
-from ..prompting import IMAGE_MARKER, ChatRequest, load_template
+from ..prompting import IMAGE_MARKER, ChatRequest, Template, as_template, get_template
 from ..rubric import Task
 from ..script import AnswerScript
 from .phrases import PhraseResult, critique_digest, parse_region_answer
@@ -29,13 +29,14 @@ TEMPLATES = {Task.T2I: "defect_phrases", Task.EDIT: "defect_phrases_edit"}
 _FIELD = re.compile(r"\{(request|critique|max_regions)\}")
 
 
-def render_followup(template: str, request: str, critique: Critique, images: list[Image.Image],
+def render_followup(template: Template | str, request: str, critique: Critique, images: list[Image.Image],
                     max_regions: int) -> ChatRequest:
     """Fill ``{request}``, ``{critique}`` and ``{max_regions}`` in one pass (quoted text is never
     re-scanned) and put the images at the ``<image>`` markers."""
+    tpl = template if isinstance(template, Template) else as_template(template)
     values = {"request": request.strip(), "critique": critique_digest(critique).replace(IMAGE_MARKER, "[image]"),
               "max_regions": str(max_regions)}
-    pieces = template.split(IMAGE_MARKER)
+    pieces = tpl.user.split(IMAGE_MARKER)
     if len(pieces) - 1 != len(images):
         raise ValueError(f"template has {len(pieces) - 1} image markers but {len(images)} images were given")
     parts: list[tuple[str, object]] = []
@@ -45,7 +46,7 @@ def render_followup(template: str, request: str, critique: Critique, images: lis
             parts.append(("text", text))
         if i < len(images):
             parts.append(("image", images[i]))
-    return ChatRequest(parts=tuple(parts))
+    return ChatRequest(parts=tuple(parts), system=tpl.system)
 
 
 def scripted_answer(script: AnswerScript | None, task: Task, request: str) -> str | None:
@@ -62,7 +63,7 @@ def ask_regions(critic: "Critic", critique: Critique, request: str, image: Image
     """One follow-up generation; its answer parsed into phrases (``raw`` keeps the answer)."""
     options = options or GenerationOptions(max_new_tokens=256, temperature=0.0)
     task = Task.EDIT if source is not None else Task.T2I
-    template = load_template(TEMPLATES[task], critic.template_dir)
+    template = get_template(TEMPLATES[task], critic.template_dirs())
     images = [prepare(image, critic.max_pixels, "edited image" if source is not None else "image")]
     if source is not None:
         images.insert(0, prepare(source, critic.max_pixels, "source image"))

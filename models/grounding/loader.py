@@ -81,7 +81,7 @@ def resolve(name: str, search_dirs: Sequence[str | Path], what: str, allow_downl
     if not allow_download:
         raise GroundingModelNotFound(
             f"{what} {name!r} is not on disk: expected it in {target}. Either turn on 'allow download', or fetch "
-            f"it yourself: huggingface-cli download {name} --local-dir \"{target}\"")
+            f"it yourself: hf download {name} --local-dir \"{target}\"")
     return download(name, target, progress)
 
 
@@ -125,7 +125,7 @@ def find_bert_tokenizer(search_dirs: Sequence[str | Path], allow_download: bool 
         raise GroundingModelNotFound(
             "original GroundingDINO checkpoints need the bert-base-uncased tokenizer, and none is on disk. Put "
             f"vocab.txt (or tokenizer.json) into {target or '<models>/grounding-dino/' + BERT_FOLDER}, e.g. "
-            f"huggingface-cli download {BERT_HUB_IDS[0]} vocab.txt tokenizer.json tokenizer_config.json "
+            f"hf download {BERT_HUB_IDS[0]} vocab.txt tokenizer.json tokenizer_config.json "
             f"--local-dir \"{target}\", or turn on 'allow download'")
     from huggingface_hub import snapshot_download
     snapshot_download(BERT_HUB_IDS[0], allow_patterns=list(BERT_FILES), local_dir=str(target))

@@ -109,3 +109,48 @@ def huge_answer() -> str:
             + "## Winner: " + " " * 100_000 + "a\n"
             + "## Refined Request: " + "x" * 300_000 + "\n" + "Score: 3\n" * 20_000
             + "1" * 100_000 + "\n" + "a " * 50_000)
+
+
+# --- answers to the shipped pairwise templates (the authors' evaluation layout) ---------------------------
+# `# User Request Analysis` first, "It's a tie" and a Text Rendering winner of N/A.
+T2I_PAIR_PUBLISHED = """# User Request Analysis
+A red cat in a garden; no text is asked for.
+# Detailed Judgement
+1. Text Faithfulness:
+## Justification: Both show a red cat in a garden.
+## Score A: 3.5
+## Score B: 3.5
+## Winner: It's a tie
+2. Physical and Visual Quality:
+## Justification: Image A has a six-toed paw; Image B is clean.
+## Score A: 2.5
+## Score B: 3.5
+## Winner: Image B
+3. Text Rendering:
+## Justification: No text is requested, so this aspect does not apply.
+## Score A: N/A
+## Score B: N/A
+## Winner: N/A
+# Summary: Image B is better: its anatomy is correct.
+"""
+# totals (both rules): A = 3.5 + 2.5 + 2.5 = 8.5, B = 3.5 + 3.5 + 2.5 = 9.5 -> B
+
+# The authors' test-time tuning rubric: Score before Justification, no # User Request Analysis.
+T2I_SCORE_FIRST = """# Detailed Judgement
+1. Text Faithfulness:
+## Score: 3
+## Justification: The cat is there but the sign is missing.
+2. Physical and Visual Quality:
+## Score: 3.5
+## Justification: Clean, one soft shadow.
+3. Text Rendering:
+## Score: 1.5
+## Justification: The sign text is absent.
+# Summary: Follows most of the request.
+
+# User Request Refinement:
+## Refinement Comments: Ask for the sign explicitly.
+## Refined Request: A red cat holding a wooden sign
+that reads "HELLO" in block letters.
+"""
+T2I_SCORE_FIRST_SCORES = {"text_faithfulness": 3.0, "physical_quality": 3.5, "text_rendering": 1.5}

@@ -69,10 +69,11 @@ def test_free_generation_gives_nan_scores_and_warnings(tiny_critic, spy):
     assert [r.index for r in ranked] == [0, 1]
 
 
-def test_free_pairwise_is_undecided(tiny_critic):
+def test_free_pairwise_is_undecided_under_strict(tiny_critic):
     p = tiny_critic.compare(red(), blue(), "a red cat", FREE)
     assert isinstance(p, PairwiseCritique)
-    assert p.winner is Winner.UNDECIDED
+    assert p.decide("strict").winner is Winner.UNDECIDED
+    assert p.winner is Winner.TIE          # published: every unreadable score counts 2.5
     assert p.warnings
 
 
@@ -256,5 +257,5 @@ def test_max_pixels_downsizes_what_reaches_the_processor(tiny_critic, monkeypatc
 
 def test_build_renders_the_template(tiny_critic):
     req = tiny_critic.build(Item(Task.EDIT, "pointwise", "  make it {blue}  ", (red(), blue())))
-    assert "Editing instruction: make it {blue}\n" in req.text
+    assert "User Instruction: make it {blue}\n" in req.text
     assert len(req.images) == 2

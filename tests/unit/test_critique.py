@@ -161,10 +161,18 @@ def test_pairwise_to_dict_json():
     back = json.loads(json.dumps(p.to_dict(), allow_nan=False))
     assert back["winner"] == "A" and back["total_a"] == 8.5 and back["total_b"] == 6.5
     assert [x["winner"] for x in back["dimensions"]] == ["A", "B", "A"]
+    assert back["decision"]["rule"] == "published" and back["decision"]["filled"] == []
     broken = pair(text_faithfulness=(3, None), physical_quality=(3, "absent"), text_rendering=("na", "na"))
-    back = json.loads(json.dumps(broken.to_dict(), allow_nan=False))
+    back = json.loads(json.dumps(broken.to_dict("strict"), allow_nan=False))
     assert back["winner"] == "undecided" and back["total_a"] is None and back["total_b"] is None
+    assert back["decision"]["rule"] == "strict"
     assert back["dimensions"][1]["b"] is None
+    back = json.loads(json.dumps(broken.to_dict(), allow_nan=False))
+    assert back["winner"] == "A" and back["total_a"] == 3 + 3 + 2.5 and back["total_b"] == 2.5 * 3
+    assert back["decision"]["filled"] == ["Text Faithfulness (B): unreadable, counted as 2.5",
+                                          "Physical and Visual Quality (B): unreadable, counted as 2.5",
+                                          "Text Rendering (A): N/A counted as 2.5",
+                                          "Text Rendering (B): N/A counted as 2.5"]
 
 
 def test_report_mentions_warnings_and_missing():
@@ -196,11 +204,14 @@ def test_pairwise_winner(a, b, winner):
 @pytest.mark.parametrize("values", [dict(text_faithfulness=(4, None), physical_quality=(3, 3), text_rendering=(3, 3)),
                                     dict(text_faithfulness=(4, 1), physical_quality=("absent", 3),
                                          text_rendering=(3, 3))])
-def test_pairwise_missing_is_undecided(values):
+def test_pairwise_missing_is_undecided_under_strict_and_2_5_under_published(values):
     p = pair(**values)
-    ta, tb = p.totals()
+    ta, tb = p.totals("strict")
     assert math.isnan(ta) and math.isnan(tb)
-    assert p.winner is Winner.UNDECIDED
+    assert p.decide("strict").winner is Winner.UNDECIDED
+    ta, tb = p.totals()
+    assert not math.isnan(ta) and not math.isnan(tb)
+    assert p.winner is not Winner.UNDECIDED
 
 
 def test_pairwise_overall_winner_uses_totals_not_stated_winners():

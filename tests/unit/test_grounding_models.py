@@ -74,7 +74,7 @@ def test_loaders_build_the_right_kinds(hf_detector, segmenters):
 
 
 def test_missing_models_say_where_to_put_them_and_never_download_silently(dirs, tmp_path):
-    with pytest.raises(L.GroundingModelNotFound, match="huggingface-cli download IDEA-Research/grounding-dino-tiny"):
+    with pytest.raises(L.GroundingModelNotFound, match="hf download IDEA-Research/grounding-dino-tiny"):
         L.load_detector("IDEA-Research/grounding-dino-tiny", [tmp_path])
     with pytest.raises(L.GroundingModelNotFound, match="not found"):
         L.load_segmenter("nope.pth", dirs["seg"])

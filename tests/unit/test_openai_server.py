@@ -4,6 +4,7 @@ keys, cancel, vLLM sleep mode) and against a real ``transformers serve`` of the 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
 import re
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from rationalrewards.backends.base import GenerationInterrupted, GenerationOptions
-from rationalrewards.backends.openai_server import (ApiKeyError, ModelNotServed, OpenAIServerBackend,
+from rationalrewards.backends.openai_server import (OPTIONAL_FIELDS, ApiKeyError, ModelNotServed, OpenAIServerBackend,
                                                      ServerAnswerError, ServerError, ServerTimeout,
                                                      ServerUnavailable, chat_body, normalize_base_url)
 from rationalrewards.critic import Critic, Item
@@ -336,7 +337,7 @@ def test_a_critic_on_the_server_parses_the_answer(peer):
     critic = Critic(backend=backend(peer), max_pixels=32 * 32)
     [crit] = critic.critique([Image.new("RGB", (64, 64), (9, 9, 9))], "a red cat with a HELLO sign", OPTS)
     assert {k: crit.score(k) for k in T2I_FULL_SCORES} == T2I_FULL_SCORES
-    url = peer.chat_requests()[0].body["messages"][0]["content"]
+    url = peer.chat_requests()[0].body["messages"][-1]["content"]
     img = next(Image.open(io.BytesIO(base64.b64decode(p["image_url"]["url"].split(",", 1)[1])))
                for p in url if p["type"] == "image_url")
     assert img.width * img.height <= 32 * 32   # max_pixels applied before upload
@@ -405,7 +406,7 @@ def _images() -> list[Image.Image]:
     return [Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)) for w, h in ((96, 64), (50, 120))]
 
 
-def test_greedy_parity_with_the_in_process_backend(tf_serve, qwen3_critic):
+def test_greedy_parity_with_the_in_process_backend(tf_serve, qwen3_critic, tmp_path):
     """Same tiny checkpoint, images, template and greedy decoding: the same answer.
 
     What legitimately differs is only the text post-processing of transformers serve: its Qwen response
@@ -421,12 +422,22 @@ def test_greedy_parity_with_the_in_process_backend(tf_serve, qwen3_critic):
     remote = server.run(items, opts)
     local = [qwen3_critic.run([it], opts)[0] for it in items]   # one at a time: no padding in play
     assert [_plain(r) for r in remote] == [_plain(a) for a in local]
-    assert local[0] != local[1] and all(local)   # the image matters, and something was written
+    assert all(local)   # something was written
+    # the image matters: behind the shipped rubric's ~800 tokens a random tiny model's greedy text can be the
+    # same for both images, so this is checked (with the same parity) on a short template with a system part
+    (tmp_path / "t2i_pointwise.txt").write_text("[system]\nJudge images.\n[user]\n<image>\nUser Instruction: "
+                                                "{request}", encoding="utf-8")
+    short_server = dataclasses.replace(server, template_dir=tmp_path)
+    short_local = dataclasses.replace(qwen3_critic, template_dir=tmp_path)
+    short = [short_local.run([it], opts)[0] for it in items]
+    assert [_plain(r) for r in short_server.run(items, opts)] == [_plain(a) for a in short]
+    assert short[0] != short[1]
 
     # the server built the same prompt: same number of prompt tokens (chat template + image tokens)
     import requests
     request = qwen3_critic.build(items[1])
     body = chat_body(request, opts, tf_serve.model, max_tokens=1)
+    body = {k: v for k, v in body.items() if k not in OPTIONAL_FIELDS}   # transformers serve refuses them
     usage = requests.post(tf_serve.url + "/chat/completions", json=body, timeout=60).json()["usage"]
     assert usage["prompt_tokens"] == qwen3_critic.backend.encode([request])["input_ids"].shape[1]
 

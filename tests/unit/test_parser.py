@@ -12,7 +12,8 @@ from rationalrewards.critique import Critique, PairwiseCritique, ScoreStatus, Wi
 from rationalrewards.parser import ParseError, parse_critique, parse_pairwise
 from rationalrewards.rubric import Task
 from tests.unit.rr_sample_answers import (huge_answer, EDIT_FULL, EDIT_FULL_SCORES, EDIT_PAIR, T2I_FULL, T2I_FULL_SCORES,
-                                          T2I_PAIR, t2i_answer)
+                                          T2I_PAIR, T2I_PAIR_PUBLISHED, T2I_SCORE_FIRST, T2I_SCORE_FIRST_SCORES,
+                                          t2i_answer)
 
 T2I_KEYS = ["text_faithfulness", "physical_quality", "text_rendering"]
 EDIT_KEYS = ["text_faithfulness", "image_faithfulness", "physical_quality", "text_rendering"]
@@ -384,7 +385,8 @@ def test_empty_and_whitespace(text):
     assert warned(c, "empty")
     assert math.isnan(c.overall())
     p = parse_pairwise(text, "edit")
-    assert p.winner is Winner.UNDECIDED
+    assert p.decide("strict").winner is Winner.UNDECIDED
+    assert p.winner is Winner.TIE and p.totals() == (10.0, 10.0)   # published: every score counts 2.5
     assert warned(p, "empty")
 
 
@@ -466,8 +468,10 @@ def test_pairwise_missing_score_is_undecided():
     p = parse_pairwise(text)
     pq = p.dimensions["physical_quality"]
     assert pq.b is None
-    assert math.isnan(p.totals()[0]) and math.isnan(p.totals()[1])
-    assert p.winner is Winner.UNDECIDED
+    assert math.isnan(p.totals("strict")[0]) and math.isnan(p.totals("strict")[1])
+    assert p.decide("strict").winner is Winner.UNDECIDED
+    assert p.totals() == (8.5, 2 + 2.5 + 1)            # published: the missing B score counts 2.5
+    assert p.winner is Winner.A
     assert warned(p, "Physical and Visual Quality", "image B")
 
 
@@ -478,7 +482,8 @@ def test_pairwise_bracketed_and_out_of_range_scores():
     assert tf.a.value == 4.0
     assert tf.b.status is ScoreStatus.MISSING
     assert warned(p, "outside 1-4") and warned(p, "not on the 1-4 scale")
-    assert p.winner is Winner.UNDECIDED
+    assert p.decide("strict").winner is Winner.UNDECIDED
+    assert p.totals() == (4 + 3 + 2, 2.5 + 3.5 + 1)     # published: clamped 4, the unreadable 7/10 counts 2.5
 
 
 @pytest.mark.parametrize("a_label, b_label", [
@@ -516,17 +521,20 @@ def test_pairwise_headers_missing_positional():
 
 # --- properties --------------------------------------------------------------------------------------
 
-REAL_LINES = sorted({line for text in (T2I_FULL, EDIT_FULL, T2I_PAIR, EDIT_PAIR) for line in text.splitlines()}
+REAL_LINES = sorted({line for text in (T2I_FULL, EDIT_FULL, T2I_PAIR, EDIT_PAIR, T2I_PAIR_PUBLISHED, T2I_SCORE_FIRST)
+                     for line in text.splitlines()}
                     | {"## Score: N/A", "## Score: 7/10", "## Score: 5", "## Score: 0", "## Score: **3**",
                        "1. Text Faithfulness: 3", "### Text Rendering", "<think>", "</think>", "<|im_end|>",
                        "## Score A: [3.5]", "## Winner: Image B (a sharper result)", "# Summary", "N.A.",
-                       "## Refined Request:", "4. Image Faithfulness:", "## Score: 99999999999999999999999"})
+                       "## Refined Request:", "4. Image Faithfulness:", "## Score: 99999999999999999999999",
+                       "## Winner: [N/A or Image A or Image B or It's a tie]", "## Score: [ float score ]",
+                       "## Winner: n/a", "<think>partial"})
 JUNK = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
 LINE = st.one_of(st.sampled_from(REAL_LINES), JUNK,
                  st.builds(lambda a, b: a + b, st.sampled_from(REAL_LINES), JUNK),
                  st.builds(lambda a, b: a + b, JUNK, st.sampled_from(REAL_LINES)))
 ASSEMBLED = st.lists(LINE, max_size=60).map("\n".join)
-PERMUTED = st.sampled_from([T2I_FULL, EDIT_FULL, T2I_PAIR, EDIT_PAIR]).flatmap(
+PERMUTED = st.sampled_from([T2I_FULL, EDIT_FULL, T2I_PAIR, EDIT_PAIR, T2I_PAIR_PUBLISHED, T2I_SCORE_FIRST]).flatmap(
     lambda t: st.permutations(t.splitlines())).map("\n".join)
 
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -559,8 +567,11 @@ def _check_invariants(text: str) -> None:
                     assert math.isnan(side.value)
             assert isinstance(d.winner, Winner)
         ta, tb = p.totals()
-        assert (math.isnan(ta) and math.isnan(tb)) or (0 < ta <= 16 and 0 < tb <= 16)
-        assert isinstance(p.winner, Winner)
+        assert 0 < ta <= 16 and 0 < tb <= 16                 # published: always decides
+        assert p.winner in (Winner.A, Winner.B, Winner.TIE)
+        sa, sb = p.totals("strict")
+        assert (math.isnan(sa) and math.isnan(sb)) or (sa, sb) == (ta, tb)
+        assert isinstance(p.decide("strict").winner, Winner)
         json.dumps(p.to_dict(), allow_nan=False)
 
 
@@ -622,3 +633,103 @@ def test_pairwise_scores_on_one_line_are_both_read():
     # prose with a bar stays prose
     crit = parse_critique("1. Text Faithfulness:\n## Justification: red | blue is wrong\n## Score: 2")
     assert crit.dimensions["text_faithfulness"].justification == "red | blue is wrong"
+
+
+# --- the published pairwise layout: N/A winners, "It's a tie", both rules ----------------------------------
+
+def test_published_pairwise_na_winner_and_tie():
+    p = parse_pairwise(T2I_PAIR_PUBLISHED)
+    assert p.warnings == []
+    assert [d.stated_winner for d in p.dimensions.values()] == [Winner.TIE, Winner.B, Winner.NA]
+    assert p.dimensions["text_rendering"].winner is Winner.NA          # no winner, never Image A
+    assert p.dimensions["text_rendering"].a.status is ScoreStatus.NA
+    for rule in ("published", "strict"):
+        assert p.totals(rule) == (8.5, 9.5)
+        assert p.decide(rule).winner is Winner.B
+    assert p.to_dict()["dimensions"][2]["winner"] == "N/A"
+
+
+@pytest.mark.parametrize("line", ["N/A", "n/a", "**N/A**", "[N/A]", "N/A (no text requested)", "NA", "N.A.",
+                                  "Not applicable", "None", "n / a", "N/A - neither image has text"])
+def test_pairwise_na_winner_is_never_image_a(line):
+    text = T2I_PAIR_PUBLISHED.replace("## Winner: N/A", f"## Winner: {line}")
+    p = parse_pairwise(text)
+    assert p.dimensions["text_rendering"].stated_winner is Winner.NA, p.warnings
+    assert p.dimensions["text_rendering"].winner is not Winner.A
+
+
+@pytest.mark.parametrize("line", ["It's a tie", "it's a tie.", "It is a tie", "**It's a tie**", "[It's a tie]",
+                                  "It’s a tie"])
+def test_pairwise_its_a_tie(line):
+    text = T2I_PAIR_PUBLISHED.replace("## Winner: It's a tie", f"## Winner: {line}")
+    assert parse_pairwise(text).dimensions["text_faithfulness"].stated_winner is Winner.TIE
+
+
+def test_pairwise_copied_placeholder_is_not_a_verdict():
+    text = T2I_PAIR_PUBLISHED.replace("## Winner: Image B", "## Winner: [Image A or Image B or It's a tie]")
+    p = parse_pairwise(text)
+    pq = p.dimensions["physical_quality"]
+    assert pq.stated_winner is None and pq.winner is Winner.B          # falls back to the scores
+    assert warned(p, "Physical and Visual Quality", "winner")
+
+
+def test_pairwise_missing_scores_under_both_rules():
+    text = T2I_PAIR_PUBLISHED.replace("## Score A: 2.5\n", "").replace("## Score B: 3.5\n## Winner: It's a tie",
+                                                                       "## Score B: lots\n## Winner: It's a tie")
+    p = parse_pairwise(text)
+    assert warned(p, "Physical and Visual Quality", "image A") and warned(p, "Text Faithfulness (B)", "no number")
+    published = p.decide("published")
+    assert (published.total_a, published.total_b) == (3.5 + 2.5 + 2.5, 2.5 + 3.5 + 2.5)
+    assert published.winner is Winner.TIE
+    assert "Physical and Visual Quality (A): unreadable, counted as 2.5" in published.filled
+    strict = p.decide("strict")
+    assert strict.winner is Winner.UNDECIDED and math.isnan(strict.total_a)
+
+
+def test_score_before_justification_without_analysis():
+    c = parse_critique(T2I_SCORE_FIRST)
+    assert scores(c) == T2I_SCORE_FIRST_SCORES
+    assert c.dimensions["text_faithfulness"].justification == "The cat is there but the sign is missing."
+    assert c.dimensions["text_rendering"].justification == "The sign text is absent."
+    assert c.request_analysis is None
+    assert c.refined_request == 'A red cat holding a wooden sign\nthat reads "HELLO" in block letters.'
+    assert c.warnings == []
+
+
+def test_score_before_justification_without_headers_is_positional():
+    body = "\n".join(line for line in T2I_SCORE_FIRST.splitlines() if not line[:1].isdigit())
+    c = parse_critique(body)
+    assert scores(c) == T2I_SCORE_FIRST_SCORES
+    assert c.dimensions["physical_quality"].justification == "Clean, one soft shadow."
+    assert warned(c, "position")
+
+
+def test_unclosed_think_block_reads_no_draft_scores():
+    c = parse_critique("<think>\nDraft:\n1. Text Faithfulness:\n## Score: 4\n## Score: 4\n## Score: 4")
+    assert all(d.status is ScoreStatus.MISSING for d in c.dimensions.values())
+    assert warned(c, "<think>")
+    p = parse_pairwise("<think>\n## Score A: 4\n## Score B: 1\n## Winner: Image A")
+    assert all(d.a is None and d.b is None for d in p.dimensions.values())
+    assert warned(p, "<think>")
+
+
+def test_several_think_blocks_keep_the_last_answer():
+    text = "<think>one</think>\nignored draft: Score: 1\n<think>two</think>\n" + T2I_FULL
+    assert scores(parse_critique(text)) == T2I_FULL_SCORES
+
+
+WINNER_WORDS = st.sampled_from(["Image A", "Image B", "A", "B", "tie", "It's a tie", "N/A", "n/a", "NA", "none",
+                                "[N/A or Image A or Image B or It's a tie]", "both", "neither", ""])
+
+
+@PROPS
+@given(WINNER_WORDS, st.text(max_size=30))
+def test_property_na_winner_lines(word, tail):
+    """Whatever follows it, a Winner line that opens with N/A is no winner; any line yields a Winner or None."""
+    text = T2I_PAIR_PUBLISHED.replace("## Winner: N/A", f"## Winner: {word} {tail}")
+    p = parse_pairwise(text)
+    w = p.dimensions["text_rendering"].stated_winner
+    assert w is None or isinstance(w, Winner)
+    if word.lower() in ("n/a", "na", "none") and "\n" not in tail and "\r" not in tail:
+        assert w is Winner.NA
+    _check_invariants(text)

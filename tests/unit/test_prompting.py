@@ -20,14 +20,16 @@ def img(color=(255, 0, 0), size=(32, 32)) -> Image.Image:
     return Image.new("RGB", size, color)
 
 
+FORMAT_LINE = "Output your evaluation in the following format:"
+
+
 def answer_block(template: str) -> str:
-    marker = "Answer in exactly this format:"
-    assert template.count(marker) == 1
-    return template.split(marker, 1)[1]
+    assert template.count(FORMAT_LINE) == 1
+    return template.split(FORMAT_LINE, 1)[1]
 
 
 def fill_placeholders(block: str) -> tuple[str, list[float]]:
-    """Replace each <...> placeholder: scores with distinct numbers, winners with a verdict, text with words."""
+    """Replace each [...] placeholder: scores with distinct numbers, winners with a verdict, text with words."""
     numbers: list[float] = []
 
     def repl(m: re.Match) -> str:
@@ -38,7 +40,7 @@ def fill_placeholders(block: str) -> tuple[str, list[float]]:
         if "Image A" in inside:
             return "Image B"
         return "some words here"
-    return re.sub(r"<([^<>\n]+)>", repl, block), numbers
+    return re.sub(r"\[([^\[\]\n]+)\]", repl, block), numbers
 
 
 def test_template_names():
@@ -66,9 +68,9 @@ def test_template_dimension_titles_in_parser_order(task, mode):
     block = answer_block(t)
     titles = re.findall(r"^\d\. ([A-Za-z ]+):", block, flags=re.M)
     assert titles == [d.title for d in dimensions_for(task)]
-    # the rubric listed above the answer format uses the same titles, in the same order
-    rubric = t.split("Answer in exactly this format:")[0]
-    assert re.findall(r"^\d\. ([A-Za-z ]+):", rubric, flags=re.M) == titles
+    # the rubric above the answer format uses the same titles, in the same order, as bold numbered headings
+    rubric = t.split(FORMAT_LINE)[0]
+    assert re.findall(r"^\*\*\d\. ([A-Za-z ]+)\*\*", rubric, flags=re.M) == titles
 
 
 @pytest.mark.parametrize("task", [Task.T2I, Task.EDIT])
@@ -101,7 +103,7 @@ def test_pairwise_template_format_block_parses(task):
 @pytest.mark.parametrize("task", [Task.T2I, Task.EDIT])
 def test_templates_na_placeholder_is_on_text_rendering_only(task):
     block = answer_block(load_template(template_name(task, "pointwise")))
-    c = parse_critique(block.replace("<float or N/A>", "N/A").replace("<float>", "3"), task)
+    c = parse_critique(block.replace("[ float score or N/A ]", "N/A").replace("[ float score ]", "3"), task)
     assert c.warnings == []
     assert c.dimensions["text_rendering"].status is ScoreStatus.NA
     assert all(d.status is ScoreStatus.OK for k, d in c.dimensions.items() if k != "text_rendering")
@@ -137,7 +139,7 @@ def test_braces_and_specials_kept_verbatim(request_text):
     req = render(t, request_text, [img()])
     assert isinstance(req, ChatRequest)
     assert req.text.count(request_text) == 1
-    assert f"User request: {request_text}\n" in req.text
+    assert f"User Instruction: {request_text}\n" in req.text
     assert len(req.images) == 1
 
 
@@ -145,11 +147,13 @@ def test_render_puts_images_at_markers():
     a, b, s = img((255, 0, 0)), img((0, 255, 0)), img((0, 0, 255))
     req = render(load_template("edit_pairwise"), "make it blue", [s, a, b])
     kinds = [k for k, _ in req.parts]
-    assert kinds[:6] == ["text", "image", "text", "image", "text", "image"]
-    assert req.parts[0] == ("text", "Source image: ")
+    assert kinds == ["text", "image", "text", "image", "text", "image", "text"]
+    assert req.parts[0][1].endswith("You are provided with three images:\n1. Source Image ")
+    assert req.parts[2] == ("text", "\n2. Edited Image A ")
+    assert req.parts[4] == ("text", "\n3. Edited Image B ")
     assert req.images == [s, a, b]
     assert req.images[0] is s
-    assert req.system is None
+    assert req.system is None          # the authors' pairwise prompt has no system message
 
 
 def test_render_marker_first_has_no_empty_text_part():
