@@ -85,4 +85,4 @@ def pairwise_answer(scores: list[tuple[float | str, float | str, str]]) -> str:
     titles = ["Text Faithfulness", "Physical and Visual Quality", "Text Rendering"]
     body = "\n".join(f"{i}. {t}:\n## Justification: because\n## Score A: {a}\n## Score B: {b}\n## Winner: {w}"
                      for i, (t, (a, b, w)) in enumerate(zip(titles, scores), 1))
-    return "# Detailed Judgement\n" + body + "\n# Summary: done"
+    return "# User Request Analysis\nThe request.\n# Detailed Judgement\n" + body + "\n# Summary: done"

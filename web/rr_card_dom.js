@@ -168,7 +168,7 @@ export function renderCritiques(list) {
 }
 
 function winnerText(w) {
-    return w === "A" || w === "B" ? `Image ${w}` : w === "tie" ? "tie" : "undecided";
+    return w === "A" || w === "B" ? `Image ${w}` : w === "tie" || w === "N/A" ? w : "undecided";
 }
 
 function totalText(t) {
@@ -201,13 +201,18 @@ export function renderCompare(list, images, imageUrl) {
         const totals = append(root, el("div", "rr-row rr-totals")).lastChild;
         append(totals, el("span", "rr-label", "Total A"), el("span", "rr-total-a", totalText(p.total_a)),
                el("span", "rr-label", "Total B"), el("span", "rr-total-b", totalText(p.total_b)));
+        if (p.decision) {   // which rule decided, and the scores it had to fill in
+            const rule = append(root, el("div", "rr-row rr-decision")).lastChild;
+            rule.title = (p.decision.filled || []).join("\n");
+            append(rule, el("span", "rr-label", "Rule"), el("span", "rr-decision-rule", p.decision.rule));
+        }
         for (const d of p.dimensions || []) {
             const row = append(root, el("div", "rr-pair-dim")).lastChild;
             row.dataset.key = d.key;
             row.dataset.winner = d.winner;
             const top = append(row, el("div", "rr-row")).lastChild;
             append(top, el("span", "rr-dim-title", d.title),
-                   el("span", `rr-winner rr-winner-${d.winner === "tie" || d.winner === "undecided" ? "none" : d.winner}`,
+                   el("span", `rr-winner rr-winner-${d.winner === "A" || d.winner === "B" ? d.winner : "none"}`,
                       winnerText(d.winner)));
             for (const side of ["a", "b"]) {
                 const s = d[side] || {status: "missing"};

@@ -28,7 +28,9 @@ def pointwise(tf: str, pq: str, tr: str, refined: str, *, summary: str = "A fait
             f"## Refinement Comments: Be specific.\n## Refined Request: {refined}\n")
 
 
-PAIR = """# Detailed Judgement
+PAIR = """# User Request Analysis
+A red fox in snow.
+# Detailed Judgement
 1. Text Faithfulness:
 ## Justification: B misses the snow.
 ## Score A: 3.5
@@ -43,7 +45,7 @@ PAIR = """# Detailed Judgement
 ## Justification: No text.
 ## Score A: N/A
 ## Score B: N/A
-## Winner: tie
+## Winner: N/A
 # Summary: Image A follows the request better.
 """
 
@@ -272,7 +274,7 @@ def test_compare_card_shows_the_winner_per_dimension(comfy_page, comfy_server, m
     comfy_page.load_api(g.prompt())
     entry = comfy_page.queue_and_wait()
     [data] = ui_of(entry, cmp.id, "rr_compare")
-    assert [d["winner"] for d in data["dimensions"]] == ["A", "B", "tie"]
+    assert [d["winner"] for d in data["dimensions"]] == ["A", "B", "N/A"]   # Winner: N/A is no winner
 
     card = comfy_page.wait_card(cmp.id)
     shown = card.evaluate("""c => ({winner: c.querySelector('.rr-compare-winner').textContent,
@@ -282,8 +284,10 @@ def test_compare_card_shows_the_winner_per_dimension(comfy_page, comfy_server, m
             b: d.querySelector('.rr-score-b').textContent,
             won: [...d.querySelectorAll('.rr-side-won .rr-side-label')].map(x => x.textContent)})),
         summary: c.querySelector('.rr-summary .rr-text').textContent})""")
-    label = {"A": "Image A", "B": "Image B", "tie": "tie", "undecided": "undecided"}
+    label = {"A": "Image A", "B": "Image B", "tie": "tie", "undecided": "undecided", "N/A": "N/A"}
     assert shown["winner"] == label[data["winner"]]
+    assert card.evaluate("c => c.querySelector('.rr-decision-rule').textContent") == data["decision"]["rule"] \
+        == "published"
     assert shown["a"] == f"{data['total_a']:.2f}" and shown["b"] == f"{data['total_b']:.2f}"
     assert shown["summary"] == data["summary"]
     for s, d in zip(shown["dims"], data["dimensions"], strict=True):

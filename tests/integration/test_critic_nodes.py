@@ -20,7 +20,8 @@ EXPECTED_INPUTS = {
     "RR_CritiqueImage": {"critic", "image", "prompt", "weights", "max_new_tokens", "temperature", "seed"},
     "RR_CritiqueEdit": {"critic", "source", "edited", "instruction", "weights", "max_new_tokens", "temperature",
                         "seed"},
-    "RR_Compare": {"critic", "image_a", "image_b", "prompt", "source", "max_new_tokens", "temperature", "seed"},
+    "RR_Compare": {"critic", "image_a", "image_b", "prompt", "source", "decision", "max_new_tokens", "temperature",
+                   "seed"},
     "RR_Rank": {"critic", "images", "prompt", "weights", "max_new_tokens", "temperature", "seed"},
     "RR_RefinePrompt": {"critique_data", "mode", "keep", "original_prompt", "pick"},
     "RR_RefineLoopStart": {"prompt", "seed", "state"},
@@ -130,20 +131,35 @@ def test_compare_applies_the_sum_rule(comfy_server, models_dir):
     g = Graph()
     critic = g.node("RR_LoadCritic", checkpoint=models_dir.critic, custom_id="", allow_download=False, dtype="auto",
                     device="auto", attention="sdpa", max_pixels=0, batch_size=4)
-    # per-dimension the model says B wins twice, but the sums decide: A 3+2+2.5(N/A) = 7.5, B 2+2.5+2.5 = 7
-    answer = pairwise_answer([(3, 2, "Image A"), (2, 2.5, "Image B"), ("N/A", "N/A", "tie")])
-    replay = g.node("RR_ReplayAnswers", critic=critic, script=json.dumps([{"answer": answer, "mode": "pairwise"}]))
+    # per-dimension the model says B wins once, but the sums decide: A 3+2+2.5(N/A) = 7.5, B 2+2.5+2.5 = 7
+    answer = pairwise_answer([(3, 2, "Image A"), (2, 2.5, "Image B"), ("N/A", "N/A", "N/A")])
+    # B's first score unreadable: published counts it 2.5, so A 3+2+2.5 = 7.5 < B 2.5+3+2.5 = 8; strict: undecided
+    unreadable = pairwise_answer([(3, "lots", "Image A"), (2, 3, "Image B"), ("N/A", "N/A", "It's a tie")])
+    replay = g.node("RR_ReplayAnswers", critic=critic, script=json.dumps([
+        {"answer": answer, "mode": "pairwise", "when_request_contains": "red"},
+        {"answer": unreadable, "mode": "pairwise", "when_request_contains": "blue"}]))
     seed = comfy_server.fresh_seed()
     a = g.node("EmptyImage", width=64, height=64, batch_size=1, color=seed % 0xFFFFFF)
     b = g.node("EmptyImage", width=64, height=64, batch_size=1, color=(seed + 1) % 0xFFFFFF)
     cmp = g.node("RR_Compare", critic=replay, image_a=a, image_b=b, prompt="a red cat", max_new_tokens=400,
                  temperature=0.1, seed=0)
+    published = g.node("RR_Compare", critic=replay, image_a=a, image_b=b, prompt="a blue cat", max_new_tokens=400,
+                       temperature=0.1, seed=0, decision="published")
+    strict = g.node("RR_Compare", critic=replay, image_a=a, image_b=b, prompt="a blue cat", max_new_tokens=400,
+                    temperature=0.1, seed=0, decision="strict")
     show = g.node("PreviewAny", source=cmp.out(0))
-    out = outputs(comfy_server.run(g, timeout=180))
+    out = outputs(comfy_server.run(g, timeout=300))
     [data] = out[cmp.id]["rr_compare"]
     assert data["winner"] == "A" and data["total_a"] == 7.5 and data["total_b"] == 7.0
-    assert [d["winner"] for d in data["dimensions"]] == ["A", "B", "tie"]
+    assert data["decision"]["rule"] == "published"                       # the default
+    assert [d["winner"] for d in data["dimensions"]] == ["A", "B", "N/A"]   # Winner: N/A is no winner, never A
     assert out[show.id]["text"][0] == "A"
+    [pub] = out[published.id]["rr_compare"]
+    assert (pub["winner"], pub["total_a"], pub["total_b"]) == ("B", 7.5, 8.0)
+    assert pub["decision"]["filled"][0] == "Text Faithfulness (B): unreadable, counted as 2.5"
+    assert [d["winner"] for d in pub["dimensions"]] == ["A", "B", "tie"]
+    [st] = out[strict.id]["rr_compare"]
+    assert st["winner"] == "undecided" and st["total_a"] is None and st["decision"]["rule"] == "strict"
 
 
 def test_rgba_and_greyscale_images_are_critiqued(comfy_server, models_dir):
