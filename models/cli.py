@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -24,6 +23,7 @@ from PIL import Image
 from .backends.base import GenerationOptions
 from .parser import parse_critique
 from .rubric import WEIGHT_PRESETS, Task
+from .rules import UNREADABLE_HELP, UnreadableReward
 
 
 def _make_critics(args: argparse.Namespace) -> list:
@@ -43,10 +43,10 @@ def _make_critics(args: argparse.Namespace) -> list:
             raise SystemExit("rationalrewards: give --model NAME (with --models-dir), --model-dir DIR, or "
                              "--server URL")
         dirs = args.models_dir or ([] if args.model_dir or Path(name).is_absolute() else [str(Path.cwd())])
-        critic = load_critic(name, dirs, allow_download=args.allow_download, dtype=args.dtype,
-                             device=args.device, max_pixels=args.max_pixels, batch_size=args.batch_size,
-                             adapter=args.adapter)
-        critics = [replace(critic, template_dir=args.template_dir)]
+        critics = [load_critic(name, dirs, allow_download=args.allow_download, dtype=args.dtype,
+                               device=args.device, max_pixels=args.max_pixels, batch_size=args.batch_size,
+                               template_dirs=[args.template_dir] if args.template_dir else [],
+                               adapter=args.adapter)]
     return [c.with_script(script) for c in critics] if script else critics
 
 
@@ -114,7 +114,7 @@ def _critique_manifest(args: argparse.Namespace) -> int:
 def _parse(args: argparse.Namespace) -> int:
     text = Path(args.file).read_text(encoding="utf-8") if args.file != "-" else sys.stdin.read()
     crit = parse_critique(text, Task(args.task))
-    print(json.dumps(crit.to_dict(args.weights), ensure_ascii=False, indent=2, allow_nan=False))
+    print(json.dumps(crit.to_dict(args.weights, args.unreadable), ensure_ascii=False, indent=2, allow_nan=False))
     return 0 if crit.complete else 1
 
 
@@ -138,7 +138,9 @@ def add_critic_arguments(c: argparse.ArgumentParser) -> None:
                    help="a LoRA adapter folder (e.g. from parrot's distill phase) merged into the checkpoint")
     g.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     g.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
-    g.add_argument("--max-pixels", type=int, default=None)
+    g.add_argument("--max-pixels", type=int, default=-1,
+                   help="downscale larger images; -1 (default): the checkpoint's training size (802,816 px for "
+                        "RationalRewards), 0: the processor decides")
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--template-dir", default=None, help="folder whose template files override the shipped ones")
     g.add_argument("--replay", default=None, help="JSON answer script (as the Replay Critique Answers node takes): "
@@ -346,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="text file, or - for stdin")
     p.add_argument("--task", default="t2i", choices=[t.value for t in Task])
     p.add_argument("--weights", default="equal", choices=sorted(WEIGHT_PRESETS))
+    p.add_argument("--unreadable", default="nan", choices=[r.value for r in UnreadableReward],
+                   help="; ".join(UNREADABLE_HELP.values()))
     p.set_defaults(func=_parse)
     _parrot_parser(sub)
     _refine_parser(sub)

@@ -85,7 +85,7 @@ class Critique:
                 "refinement_comments": self.refinement_comments,
                 "refined_request": self.refined_request,
                 "warnings": list(self.warnings), "raw": self.raw,
-                "template": self.record.get("template"), "image_size": self.record.get("image_size")}
+                **record_fields(self.record)}
 
     def report(self, weights: str | dict[str, float] | None = "equal") -> str:
         """Human-readable text: warnings first, then scores and justifications."""
@@ -180,7 +180,14 @@ class PairwiseCritique:
                 "decision": decision.to_dict(),
                 "dimensions": [d.to_dict() for d in self.dimensions.values()],
                 "summary": self.summary, "warnings": list(self.warnings), "raw": self.raw,
-                "template": self.record.get("template"), "image_size": self.record.get("image_size")}
+                **record_fields(self.record)}
+
+
+def record_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """A critique's record as flat JSON fields: template name, hash and source, and the image size."""
+    tpl = record.get("template") or {}
+    return {"template": tpl.get("name"), "template_hash": tpl.get("hash"), "template_source": tpl.get("source"),
+            "image_size": record.get("image_size")}
 
 
 def record_lines(record: dict[str, Any]) -> list[str]:

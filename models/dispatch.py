@@ -233,6 +233,7 @@ def server_critics(urls: str | Sequence[str], model: str = "", *, api_key_env: s
 
     With ``check`` each server is asked for its models first, so a wrong URL or model fails here."""
     from .backends.openai_server import OpenAIServerBackend
+    from .loader import resolve_max_pixels
 
     urls = [urls] if isinstance(urls, str) else list(urls)
     if not urls:
@@ -243,7 +244,8 @@ def server_critics(urls: str | Sequence[str], model: str = "", *, api_key_env: s
                                       **backend_kw)
         if check:
             backend.check()
-        critics.append(Critic(backend=backend, max_pixels=max_pixels, template_dir=template_dir,
+        pixels, why = resolve_max_pixels(max_pixels, backend.model)   # -1: the served model's training size
+        critics.append(Critic(backend=backend, max_pixels=pixels, max_pixels_source=why, template_dir=template_dir,
                               name=backend.model))
     return critics
 

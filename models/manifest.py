@@ -95,9 +95,8 @@ def shard_of(row_id: str, n: int) -> int:
 
 def template_record(critic: Critic, task: Task, mode: str = "pointwise") -> dict[str, str]:
     """Which template judged it: name and a short hash of its text (a user-edited template shows)."""
-    text = critic.template(task, mode)
-    return {"template": template_name(task, mode),
-            "template_hash": hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]}
+    tpl = critic.template(task, mode)
+    return {"template": tpl.name or template_name(task, mode), "template_hash": tpl.digest}
 
 
 def critique_record(critique: Critique, weights: str | dict[str, float] | None = "equal") -> dict[str, Any]:

@@ -73,7 +73,7 @@ class Template:
     system: str | None = None
     path: str = ""            # the file it was read from ("" for a template built from a string)
     builtin: bool = True      # read from the pack's own templates/ folder
-    digest: str = ""          # first 10 hex digits of the file's SHA-256
+    digest: str = ""          # first 12 hex digits of the file's SHA-256
 
     def info(self) -> dict[str, object]:
         """What a critique records about the template that produced it."""
@@ -163,7 +163,7 @@ def parse_template(text: str, name: str = "", path: str = "") -> Template:
         raise TemplateError(f"{where}: has {found} {IMAGE_MARKER} markers but {name} places {expected} "
                             f"image{'s' if expected != 1 else ''} ({_image_roles(name)}); put one "
                             f"{IMAGE_MARKER} where each image goes")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
     builtin = bool(path) and Path(path).parent.resolve() == TEMPLATE_DIR.resolve()
     return Template(name=name, user=user, system=system, path=path, builtin=builtin or not path, digest=digest)
 
@@ -190,9 +190,13 @@ def check_templates(directories: TemplateDirs) -> list[Template]:
     return [parse_template(_read(f), f.stem, str(f)) for f in user_templates(directories)]
 
 
-def render(template: Template | str, request: str, images: list[Image.Image]) -> ChatRequest:
-    """Fill ``{request}`` and put the images where the ``<image>`` markers are."""
+def render(template: Template | str, request: str, images: list[Image.Image],
+           fields: dict[str, str] | None = None) -> ChatRequest:
+    """Fill ``{request}`` (and any other ``{name}`` of ``fields``) in one pass -- filled-in text is never
+    re-scanned -- and put the images where the ``<image>`` markers are."""
     tpl = template if isinstance(template, Template) else as_template(template)
+    values = {REQUEST_FIELD[1:-1]: request, **(fields or {})}
+    field = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
     pieces = tpl.user.split(IMAGE_MARKER)
     if len(pieces) - 1 != len(images):
         where = f" {tpl.path}" if tpl.path else ""
@@ -200,7 +204,7 @@ def render(template: Template | str, request: str, images: list[Image.Image]) ->
                          "were given")
     parts: list[tuple[str, object]] = []
     for i, piece in enumerate(pieces):
-        text = piece.replace(REQUEST_FIELD, request)
+        text = field.sub(lambda m: values[m.group(1)], piece)
         if text:
             parts.append(("text", text))
         if i < len(images):

@@ -21,7 +21,11 @@ def test_parse_command_prints_scores_and_flags_incomplete(tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text("nothing useful")
     assert main(["parse", str(bad)]) == 1
-    assert json.loads(capsys.readouterr().out)["overall"] is None
+    data = json.loads(capsys.readouterr().out)
+    assert data["overall"] is None and data["reward_rule"]["unreadable"] == "nan"
+    assert main(["parse", str(bad), "--unreadable", "zero"]) == 1      # still incomplete: the exit code says so
+    data = json.loads(capsys.readouterr().out)
+    assert data["overall"] == 0.0 and data["reward_rule"]["unreadable"] == "zero"
 
 
 def test_critique_command_writes_one_json_line_per_image(tiny_models_dir, tmp_path):

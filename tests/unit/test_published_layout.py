@@ -150,7 +150,10 @@ def test_server_receives_the_published_layout(task, mode):
         == {"temperature": 0.1, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "seed": 5, "max_tokens": 64}
     assert result.record["template"]["name"] == f"{task.value}_{mode}"
     assert result.record["template"]["source"] == "built-in"
-    assert re.fullmatch(r"[0-9a-f]{10}", result.record["template"]["hash"])
+    assert re.fullmatch(r"[0-9a-f]{12}", result.record["template"]["hash"])
+    data = result.to_dict()
+    assert (data["template"], data["template_hash"], data["template_source"]) == (
+        f"{task.value}_{mode}", result.record["template"]["hash"], "built-in")
 
 
 def test_explicit_sampling_values_reach_the_server():
