@@ -26,6 +26,7 @@ from rationalrewards.prompting import TEMPLATE_DIR, TemplateError, check_templat
 from rationalrewards.rubric import Task
 from rationalrewards.script import AnswerScript
 from tests.fixtures.fake_openai import FakeOpenAI
+from tests.sent import assert_prompt_sent, from_chat_body, record_model_inputs
 from tests.unit.rr_sample_answers import EDIT_FULL, EDIT_PAIR, T2I_FULL, T2I_PAIR_PUBLISHED
 
 OPTS = GenerationOptions(max_new_tokens=64, temperature=0.1, seed=5)
@@ -138,6 +139,7 @@ def test_server_receives_the_published_layout(task, mode):
             assert result.winner is Winner.B
         [sent] = peer.chat_requests()
     body = sent.body
+    assert_prompt_sent(from_chat_body(body), critic.build(it), PROMPT)   # exactly the rendered template
     roles = [m["role"] for m in body["messages"]]
     assert roles == (["system", "user"] if mode == "pointwise" else ["user"])
     system = body["messages"][0]["content"] if mode == "pointwise" else None
@@ -191,28 +193,24 @@ def test_a_server_that_refuses_top_k_gets_the_request_without_it(caplog):
 # --- what the in-process processor receives ---------------------------------------------------------------
 
 @pytest.mark.parametrize("task, mode", CASES)
-def test_processor_receives_the_published_layout(qwen3_critic, monkeypatch, task, mode):
-    backend = qwen3_critic.backend
-    seen: list = []
-    real = backend.processor.apply_chat_template
-
-    def spy(messages, **kw):
-        out = real(messages, **kw)
-        seen.append((messages, out))
-        return out
-    monkeypatch.setattr(backend.processor, "apply_chat_template", spy)
-    req = qwen3_critic.build(item(task, mode))
-    backend.encode([req])
-    [(messages, rendered)] = seen
-    assert [m["role"] for m in messages] == (["system", "user"] if mode == "pointwise" else ["user"])
-    system = messages[0]["content"] if mode == "pointwise" else None
-    parts = [("image", "") if p["type"] == "image" else ("text", p["text"]) for p in messages[-1]["content"]]
-    assert_published_structure(task, mode, system, parts)
-    # in the chat template's text, the system turn comes first and each image sits right after its caption
-    if mode == "pointwise":
-        assert rendered.startswith("<|im_start|>system\n" + system)
-    for caption in CAPTIONS[(task, mode)][1]:
-        assert caption + "<|vision_start|>" in rendered
+def test_processor_receives_the_published_layout(qwen3_critic, task, mode):
+    """The token ids the in-process model gets, decoded with the checkpoint's tokenizer (tests/sent.py)."""
+    critic = qwen3_critic.with_script(AnswerScript.from_json('"x"'))
+    it = item(task, mode)
+    opts = GenerationOptions(max_new_tokens=2, temperature=0)
+    with record_model_inputs(critic.backend) as seen:
+        if mode == "pointwise":
+            critic.critique([it.images[-1]], PROMPT, opts, sources=[it.images[0]] if task is Task.EDIT else None)
+        else:
+            critic.compare(it.images[-2], it.images[-1], PROMPT, opts,
+                           source=it.images[0] if task is Task.EDIT else None)
+    [sent] = seen
+    assert [m.role for m in sent.messages] == (["system", "user"] if mode == "pointwise" else ["user"])
+    assert sent.generation_prompt
+    assert_prompt_sent(sent, critic.build(it), PROMPT)
+    parts = [(kind, value or "") for kind, value in sent.user.parts]
+    assert_published_structure(task, mode, sent.system, parts)
+    assert all(n > 0 for n in sent.user.image_tokens) and len(sent.user.image_tokens) == len(CAPTIONS[(task, mode)][1])
 
 
 # --- user templates -------------------------------------------------------------------------------------------
