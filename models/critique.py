@@ -185,9 +185,13 @@ class PairwiseCritique:
 
 def record_fields(record: dict[str, Any]) -> dict[str, Any]:
     """A critique's record as flat JSON fields: template name, hash and source, and the image size."""
-    tpl = record.get("template") or {}
-    return {"template": tpl.get("name"), "template_hash": tpl.get("hash"), "template_source": tpl.get("source"),
-            "image_size": record.get("image_size")}
+    out: dict[str, Any] = {}
+    tpl = record.get("template")
+    if tpl:      # a critique parsed from saved text has no record: nothing is claimed about its template
+        out |= {"template": tpl.get("name"), "template_hash": tpl.get("hash"), "template_source": tpl.get("source")}
+    if record.get("image_size"):
+        out["image_size"] = record["image_size"]
+    return out
 
 
 def record_lines(record: dict[str, Any]) -> list[str]:
