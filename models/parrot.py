@@ -235,8 +235,8 @@ def rationale_digest(pairwise: PairwiseCritique) -> str:
 
 
 def _margin_win(pairwise: PairwiseCritique, preferred: str) -> float:
-    """Preferred total minus the other's; NaN when unreadable."""
-    ta, tb = pairwise.totals()
+    """Preferred total minus the other's; NaN when unreadable (the strict rule: PARROT drops such pairs)."""
+    ta, tb = pairwise.totals("strict")
     return (ta - tb) if preferred == "A" else (tb - ta)
 
 
@@ -347,7 +347,7 @@ def run(pairs: Sequence[PreferencePair], out_dir: str | Path, teacher: Teacher |
         win = _margin_win(parsed, p.preferred)
         reason = ANCHOR_UNREADABLE if math.isnan(win) else ANCHOR_CONTRADICTS if win <= 0 else ""
         store.decide(p.id, prompt=p.prompt, preferred=p.preferred, task=p.task.value,
-                     winner=parsed.winner.value, kept=not reason, reason=reason or None)
+                     winner=parsed.decide("strict").winner.value, kept=not reason, reason=reason or None)
         if reason:
             dropped[reason] += 1
         else:
@@ -372,7 +372,7 @@ def run(pairs: Sequence[PreferencePair], out_dir: str | Path, teacher: Teacher |
         win = _margin_win(parsed, p.preferred)
         reason = (CONSISTENCY_UNREADABLE if math.isnan(win) else NOT_RECOVERED if win <= 0
                   else BELOW_MARGIN if win < config.margin else "")
-        store.decide(p.id, preferred=p.preferred, recovered=parsed.winner.value,
+        store.decide(p.id, preferred=p.preferred, recovered=parsed.decide("strict").winner.value,
                      win_margin=None if math.isnan(win) else win, margin=config.margin, kept=not reason,
                      reason=reason or None)
         if reason:
