@@ -6,6 +6,7 @@ request from the same structure.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -59,14 +60,18 @@ def load_template(name: str, directory: str | Path | None = None) -> str:
     raise FileNotFoundError(f"no template {name!r} in {directory or ''} {TEMPLATE_DIR}")
 
 
-def render(template: str, request: str, images: list[Image.Image]) -> ChatRequest:
-    """Fill ``{request}`` and put the images where the ``<image>`` markers are."""
+def render(template: str, request: str, images: list[Image.Image],
+           fields: dict[str, str] | None = None) -> ChatRequest:
+    """Fill ``{request}`` (and any other ``{name}`` of ``fields``) in one pass -- filled-in text is never
+    re-scanned -- and put the images where the ``<image>`` markers are."""
+    values = {REQUEST_FIELD[1:-1]: request, **(fields or {})}
+    field = re.compile(r"\{(" + "|".join(map(re.escape, values)) + r")\}")
     pieces = template.split(IMAGE_MARKER)
     if len(pieces) - 1 != len(images):
         raise ValueError(f"template has {len(pieces) - 1} image markers but {len(images)} images were given")
     parts: list[tuple[str, object]] = []
     for i, piece in enumerate(pieces):
-        text = piece.replace(REQUEST_FIELD, request)
+        text = field.sub(lambda m: values[m.group(1)], piece)
         if text:
             parts.append(("text", text))
         if i < len(images):

@@ -7,7 +7,6 @@ hijacks the follow-up.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -16,7 +15,7 @@ from PIL import Image
 from ..backends.base import GenerationOptions, ProgressFn, StopFn
 from ..critique import Critique
 from ..images import prepare
-from ..prompting import IMAGE_MARKER, ChatRequest, load_template
+from ..prompting import IMAGE_MARKER, ChatRequest, load_template, render
 from ..rubric import Task
 from ..script import AnswerScript
 from .phrases import PhraseResult, critique_digest, parse_region_answer
@@ -26,26 +25,15 @@ if TYPE_CHECKING:
 
 DEFECTS_MODE = "defects"
 TEMPLATES = {Task.T2I: "defect_phrases", Task.EDIT: "defect_phrases_edit"}
-_FIELD = re.compile(r"\{(request|critique|max_regions)\}")
 
 
 def render_followup(template: str, request: str, critique: Critique, images: list[Image.Image],
                     max_regions: int) -> ChatRequest:
     """Fill ``{request}``, ``{critique}`` and ``{max_regions}`` in one pass (quoted text is never
     re-scanned) and put the images at the ``<image>`` markers."""
-    values = {"request": request.strip(), "critique": critique_digest(critique).replace(IMAGE_MARKER, "[image]"),
-              "max_regions": str(max_regions)}
-    pieces = template.split(IMAGE_MARKER)
-    if len(pieces) - 1 != len(images):
-        raise ValueError(f"template has {len(pieces) - 1} image markers but {len(images)} images were given")
-    parts: list[tuple[str, object]] = []
-    for i, piece in enumerate(pieces):
-        text = _FIELD.sub(lambda m: values[m.group(1)], piece)
-        if text:
-            parts.append(("text", text))
-        if i < len(images):
-            parts.append(("image", images[i]))
-    return ChatRequest(parts=tuple(parts))
+    return render(template, request.strip(), images,
+                  {"critique": critique_digest(critique).replace(IMAGE_MARKER, "[image]"),
+                   "max_regions": str(max_regions)})
 
 
 def scripted_answer(script: AnswerScript | None, task: Task, request: str) -> str | None:

@@ -375,13 +375,13 @@ def test_placed_moves_every_model_and_always_moves_it_back():
 
 def test_training_checkpoints_with_an_args_namespace_load_but_code_pickles_do_not(tmp_path):
     """IDEA-style checkpoints are {"model": state_dict, "args": argparse.Namespace(...)}."""
-    from rationalrewards.grounding.loader import GroundingLoadError, _torch_load
+    from rationalrewards.grounding.loader import GroundingLoadError, read_tensors
 
     good = tmp_path / "train_ckpt.pth"
     torch.save({"model": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=1e-4, backbone="swin_T")}, good)
-    ckpt = _torch_load(good)
+    ckpt = read_tensors(good)
     assert torch.equal(ckpt["model"]["w"], torch.ones(2)) and ckpt["args"].backbone == "swin_T"
     bad = tmp_path / "code.pth"
     torch.save({"model": {"w": torch.ones(2)}, "extra": fractions.Fraction(1, 3)}, bad)
     with pytest.raises(GroundingLoadError, match="weights_only"):
-        _torch_load(bad)
+        read_tensors(bad)
