@@ -1,23 +1,16 @@
 """ComfyUI-RationalRewards: a reasoning critic (RationalRewards) as ComfyUI nodes.
 
 Registered through the V3 entry point only (no NODE_CLASS_MAPPINGS, which would
-make ComfyUI skip the V3 path). The core in ``models/`` has no ComfyUI imports.
+make ComfyUI skip the V3 path). The core in ``models/`` has no ComfyUI imports; the
+nodes (and ComfyUI) are imported only when ComfyUI asks for the extension.
 """
 WEB_DIRECTORY = "./web"
 
 
 async def comfy_entrypoint():
-    from comfy_api.latest import ComfyExtension
-
-    from .nodes import NODES
-    from .nodes.common import register_model_folder
+    from .nodes import RationalRewardsExtension, register_model_folder
 
     register_model_folder()
-
-    class RationalRewardsExtension(ComfyExtension):
-        async def get_node_list(self):
-            return list(NODES)
-
     return RationalRewardsExtension()
 
 

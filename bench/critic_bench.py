@@ -141,10 +141,9 @@ def noise_image(side: int, seed: int = 0):
 
 
 def comfy_image_to_pil(images: torch.Tensor) -> list:
-    """The arithmetic of nodes/common.to_pil_list (which needs ComfyUI to import)."""
-    from PIL import Image
-    arr = (images.detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype("uint8")
-    return [Image.fromarray(a, "RGB") for a in arr]
+    """What nodes/common.to_pil_list does to a ComfyUI IMAGE (the core's from_unit_floats)."""
+    from rationalrewards.images import from_unit_floats
+    return from_unit_floats(images.detach().float().cpu().numpy())
 
 
 def cpu_overheads(critic, side: int, new_tokens: int) -> dict:

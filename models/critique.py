@@ -20,6 +20,36 @@ class ScoreStatus(str, Enum):
     MISSING = "missing"  # no readable score
 
 
+# What a score that is not a number is called, per place it is shown. ``None``: the critique has no
+# entry at all for that candidate; "aggregate": a total or overall score that could not be formed.
+SCORE_STYLES: dict[str, dict[ScoreStatus | None, str]] = {
+    "report": {ScoreStatus.NA: "N/A", ScoreStatus.MISSING: "missing", None: "missing"},
+    "card": {ScoreStatus.NA: "N/A", ScoreStatus.MISSING: "unreadable", None: "unreadable"},
+    "table": {ScoreStatus.NA: "n/a", ScoreStatus.MISSING: "n/a", None: "missing"},
+    "aggregate": {ScoreStatus.NA: "n/a", ScoreStatus.MISSING: "n/a", None: "n/a"},
+}
+
+
+def score_label(value: float | None, status: ScoreStatus | None = ScoreStatus.OK, style: str = "card",
+                spec: str = ".2f") -> str:
+    """How a score reads wherever it is shown: the one function that names a score's state.
+
+    A readable number is formatted with ``spec``; otherwise the state is named for ``style`` (the
+    critique text ``report``, the ``card``, the rank/loop/compare ``table`` texts, or an ``aggregate``).
+    An OK status without a number (a NaN overall) counts as missing.
+    """
+    if status is ScoreStatus.OK and value is not None and not math.isnan(value):
+        return format(value, spec)
+    if style not in SCORE_STYLES:
+        raise ValueError(f"unknown score style {style!r}; one of {sorted(SCORE_STYLES)}")
+    return SCORE_STYLES[style][ScoreStatus.MISSING if status is ScoreStatus.OK else status]
+
+
+def overall_label(value: float | None, spec: str = ".3f") -> str:
+    """An overall score or total (NaN or None when it could not be formed), as every surface shows it."""
+    return score_label(value, ScoreStatus.OK, "aggregate", spec)
+
+
 @dataclass
 class DimensionResult:
     key: str
@@ -91,13 +121,10 @@ class Critique:
         """Human-readable text: warnings first, then scores and justifications."""
         lines = [f"WARNING: {w}" for w in self.warnings]
         for d in self.dimensions.values():
-            shown = f"{d.value:.2f}" if d.status is ScoreStatus.OK else (
-                "N/A" if d.status is ScoreStatus.NA else "missing")
-            lines.append(f"{d.title}: {shown}")
+            lines.append(f"{d.title}: {score_label(d.value, d.status, 'report')}")
             if d.justification:
                 lines.append(f"  {d.justification}")
-        overall = self.overall(weights)
-        lines.append(f"Overall (0-1): {'n/a' if math.isnan(overall) else f'{overall:.3f}'}")
+        lines.append(f"Overall (0-1): {overall_label(self.overall(weights))}")
         if self.summary:
             lines.append(f"Summary: {self.summary}")
         if self.refinement_comments:
@@ -172,6 +199,27 @@ class PairwiseCritique:
     def winner(self) -> Winner:
         """The winner under the default (published) rule; ``decide(rule)`` for another."""
         return self.decide().winner
+
+    def report(self, rule: str | None = None) -> str:
+        """Human-readable comparison (Compare's rationale): warnings, winner and totals under the decision
+        rule (and the scores it filled in), then per dimension both scores, its winner and the justification,
+        then the summary."""
+        from .rules import DECISION_HELP
+        decision = self.decide(rule)
+        lines = [f"WARNING: {w}" for w in self.warnings]
+        lines.append(f"Winner: {decision.winner.value} (A {overall_label(decision.total_a)} vs B "
+                     f"{overall_label(decision.total_b)})")
+        lines.append(f"Decision rule: {DECISION_HELP[decision.rule]}")
+        lines += [f"  {f}" for f in decision.filled]
+        for d in self.dimensions.values():
+            sa, sb = (score_label(s.value if s else None, s.status if s else None, "table", ".3f") for s in (d.a, d.b))
+            lines.append(f"{d.title}: A {sa} / B {sb} -> {d.winner.value}")
+            if d.justification:
+                lines.append(f"  {d.justification}")
+        if self.summary:
+            lines.append(f"Summary: {self.summary}")
+        lines += record_lines(self.record)
+        return "\n".join(lines)
 
     def to_dict(self, rule: str | None = None) -> dict[str, Any]:
         decision = self.decide(rule)

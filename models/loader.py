@@ -48,41 +48,59 @@ def is_checkpoint_dir(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
-def list_local(search_dirs: Sequence[str | Path]) -> list[str]:
-    """Names of checkpoint folders found directly under the search folders."""
+def is_model(path: Path, files: Sequence[str] = ()) -> bool:
+    """A checkpoint folder, or (when ``files`` lists suffixes such as ``.pth``) a file with one of them."""
+    return is_checkpoint_dir(path) or (bool(files) and path.is_file() and path.suffix.lower() in files)
+
+
+def list_local(search_dirs: Sequence[str | Path], files: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[str]:
+    """Names of the models directly under the search folders: checkpoint folders, plus files ending in
+    ``files``; hidden entries and the names in ``exclude`` are not models."""
     names: set[str] = set()
     for root in search_dirs:
         root = Path(root)
         if root.is_dir():
-            names.update(p.name for p in root.iterdir() if is_checkpoint_dir(p))
+            names.update(p.name for p in root.iterdir()
+                         if not p.name.startswith(".") and p.name not in exclude and is_model(p, files))
     return sorted(names)
+
+
+def model_choices(local: Sequence[str], known: Sequence[str]) -> list[str]:
+    """A loader's list: the folders on disk, then the known Hub ids whose folder is not among them."""
+    return list(local) + [k for k in known if local_folder_name(k) not in local]
+
+
+def resolve_model(name: str, search_dirs: Sequence[str | Path], *, what: str = "critic checkpoint",
+                  files: Sequence[str] = (), allow_download: bool = False, progress: DownloadProgress | None = None,
+                  error: type[FileNotFoundError] = CheckpointNotFound) -> Path:
+    """A local folder (or, with ``files``, a file) for ``name``: a name in the search folders, an absolute
+    path, or a Hugging Face id -- fetched into the first search folder only when ``allow_download``."""
+    name = (name or "").strip()
+    if not name:
+        raise error(f"no {what} given: pick one from the list or type a Hugging Face id")
+    direct = Path(name).expanduser()
+    if direct.is_absolute() and is_model(direct, files):
+        return direct
+    for root in search_dirs:
+        for candidate in dict.fromkeys((Path(root) / name, Path(root) / local_folder_name(name))):
+            if is_model(candidate, files):
+                return candidate
+    where = ", ".join(str(s) for s in search_dirs) or "(no model folder configured)"
+    if not is_hf_id(name) or not search_dirs:
+        kinds = "a folder with config.json and .safetensors weights" + (
+            f", or a {' / '.join(files)} file" if files else "")
+        raise error(f"{what} {name!r} not found in {where} (a model is {kinds})")
+    target = Path(search_dirs[0]) / local_folder_name(name)
+    if not allow_download:
+        raise error(f"{what} {name!r} is not on disk: expected it in {target}. Either turn on 'allow download', or "
+                    f"fetch it yourself: hf download {name} --local-dir \"{target}\"")
+    return download(name, target, progress)
 
 
 def resolve_checkpoint(name: str, search_dirs: Sequence[str | Path], allow_download: bool = False,
                        progress: DownloadProgress | None = None) -> Path:
-    """Return a local folder for ``name`` (a folder name, a path, or a Hugging Face id)."""
-    name = name.strip()
-    if not name:
-        raise CheckpointNotFound("no critic checkpoint given: pick a folder or type a Hugging Face id")
-    direct = Path(name).expanduser()
-    if direct.is_absolute() and is_checkpoint_dir(direct):
-        return direct
-    folder = local_folder_name(name)
-    for root in search_dirs:
-        candidate = Path(root) / folder
-        if is_checkpoint_dir(candidate):
-            return candidate
-    if not search_dirs:
-        raise CheckpointNotFound(f"{name!r} is not a checkpoint folder and no model folder is configured")
-    target = Path(search_dirs[0]) / folder
-    if not is_hf_id(name):
-        raise CheckpointNotFound(f"no checkpoint folder {folder!r} (config.json + .safetensors weights) under "
-                                 f"{', '.join(str(s) for s in search_dirs)}")
-    if not allow_download:
-        raise CheckpointNotFound(
-            f"critic {name!r} is not on disk: expected it in {target}. Either turn on 'allow download', or "
-            f"fetch it yourself: hf download {name} --local-dir \"{target}\"")
-    return download(name, target, progress)
+    """Return a local folder for a critic ``name`` (a folder name, a path, or a Hugging Face id)."""
+    return resolve_model(name, search_dirs, allow_download=allow_download, progress=progress)
 
 
 def download(repo_id: str, target: Path, progress: DownloadProgress | None = None) -> Path:

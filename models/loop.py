@@ -1,6 +1,7 @@
 """Generate-Critique-Refine bookkeeping: the stop rule, keep-the-best and the round history.
 
-Pure data logic, shared by the ComfyUI loop nodes and headless drivers. As published,
+Pure data logic, shared by the ComfyUI loop nodes and headless drivers: :class:`LoopState` is the
+whole loop between rounds (:meth:`LoopState.record` judges a round and says what comes next). As published,
 a result is "good" when Text Faithfulness and Physical Quality are both >= 3.0, and the
 loop reruns with the refined request and the same seed. Several rounds, a stop when the
 score stops improving, and keeping the best round are our additions.
@@ -9,12 +10,25 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Sequence
 
-from .critique import Critique, ScoreStatus
+from .critic import rank
+from .critique import Critique, ScoreStatus, overall_label
+from .refine import refine
+from .rubric import BY_KEY
 
 DEFAULT_STOP_DIMENSIONS = ("text_faithfulness", "physical_quality")
 SEED_POLICIES = ("same", "increment")
+
+
+def parse_stop_dimensions(text: str) -> tuple[str, ...]:
+    """Comma-separated dimension keys (``Text Faithfulness`` reads as ``text_faithfulness``)."""
+    keys = tuple(k.strip().lower().replace(" ", "_") for k in text.split(",") if k.strip())
+    unknown = [k for k in keys if k not in BY_KEY]
+    if unknown or not keys:
+        raise ValueError(f"stop_dimensions must be comma-separated keys from {', '.join(BY_KEY)}; got {text!r}")
+    return keys
 
 
 @dataclass(frozen=True)
@@ -87,20 +101,25 @@ class History:
             return "the critic proposed no change to the prompt, so another round would repeat this one"
         return ""
 
+    def to_dict(self) -> dict:
+        return {"rounds": [asdict(r) for r in self.rounds], "best": self.best, "stop_reason": self.stop_reason}
+
     def to_json(self) -> str:
-        return json.dumps({"rounds": [asdict(r) for r in self.rounds], "best": self.best,
-                           "stop_reason": self.stop_reason}, ensure_ascii=False)
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "History":
+        return cls(rounds=[Round(**r) for r in data["rounds"]], stop_reason=data.get("stop_reason", ""),
+                   best=data.get("best"))
 
     @classmethod
     def from_json(cls, text: str) -> "History":
-        data = json.loads(text)
-        return cls(rounds=[Round(**r) for r in data["rounds"]], stop_reason=data.get("stop_reason", ""),
-                   best=data.get("best"))
+        return cls.from_dict(json.loads(text))
 
     def table(self) -> str:
         lines = []
         for r in self.rounds:
-            score = "n/a" if r.overall is None else f"{r.overall:.3f}"
+            score = overall_label(r.overall)
             best = "  <- best" if r.index == self.best else ""     # plain text: PreviewAny renders markdown
             lines.append(f"round {r.index}: overall {score}{' (good)' if r.good else ''} seed {r.seed}{best}")
             lines.append(f"    prompt: {r.prompt}")
@@ -123,3 +142,63 @@ def next_seed(seed: int, policy: str) -> int:
     if policy not in SEED_POLICIES:
         raise ValueError(f"seed policy must be one of {SEED_POLICIES}; got {policy!r}")
     return seed if policy == "same" else (seed + 1) % (2 ** 64)
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """A Generate-Critique-Refine loop between rounds: the value Loop Start hands to the loop body and
+    Loop End records the round into (then feeds to the next round's Start, or turns into outputs).
+
+    Immutable: :meth:`record` returns the next state, so a state a host has cached stays as it was.
+    Images are whatever the driver generates (ComfyUI IMAGE batches, lists of PIL images): the core
+    only slices ``batch[i:i + 1]`` and keeps them.
+    """
+    original: str                       # the user's prompt (what refinement protects)
+    prompt: str                         # this round's prompt
+    seed: int                           # this round's seed
+    round: int = 0
+    history: History = field(default_factory=History)
+    kept: tuple[Any, ...] = ()          # per round: the image its critique judged best (a batch of 1)
+    batches: tuple[Any, ...] = ()       # per round: every image it made
+    critiques: tuple[Critique, ...] = ()  # per round: the critique of the kept image
+
+    @classmethod
+    def start(cls, prompt: str, seed: int) -> "LoopState":
+        """Round 0 of a loop."""
+        if not prompt.strip():
+            raise ValueError("the prompt is empty; type the prompt of the first round")
+        return cls(original=prompt, prompt=prompt, seed=seed)
+
+    @property
+    def done(self) -> bool:
+        """True once a round met a stop condition (``history.stop_reason`` says which)."""
+        return bool(self.history.stop_reason)
+
+    def record(self, critiques: Sequence[Critique], batch: Any, rule: StopRule, *,
+               weights: str | dict[str, float] | None = "equal", mode: str = "merge", keep: str = "",
+               seed_policy: str = "same") -> "LoopState":
+        """This round judged: its best critique (of the batch) recorded, the stop rule applied, and,
+        unless the loop stops, the next round's prompt (the refinement) and seed."""
+        if not critiques:
+            raise ValueError("a round needs at least one critique")
+        pick = rank(critiques, weights)[0].index
+        critique = critiques[pick]
+        history = History.from_dict(self.history.to_dict())
+        rnd = history.add(critique, self.prompt, self.seed, rule, weights)
+        refinement = refine(critique, self.original, mode, keep)
+        rnd.refined_prompt, rnd.note = refinement.prompt, refinement.note
+        seed = next_seed(self.seed, seed_policy)
+        history.stop_reason = history.decide_stop(rule, refinement.prompt if refinement.used_refined else None, seed)
+        state = replace(self, history=history, kept=self.kept + (batch[pick:pick + 1],),
+                        batches=self.batches + (batch,), critiques=self.critiques + (critique,))
+        return state if state.done else replace(state, prompt=refinement.prompt, seed=seed, round=rnd.index + 1)
+
+    @property
+    def best_round(self) -> int | None:
+        """The best round's index; None when no round could be scored."""
+        return self.history.best
+
+    @property
+    def result_round(self) -> int:
+        """The round a finished loop returns: the best, or round 0 when none could be scored."""
+        return self.history.best if self.history.best is not None else 0

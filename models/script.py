@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, field_validator
 
 from .rubric import Task
 
@@ -26,6 +27,53 @@ class Rule:
     def matches(self, task: Task, mode: str, request: str) -> bool:
         return ((self.task is None or self.task == Task(task)) and (self.mode is None or self.mode == mode)
                 and self.when_request_contains.lower() in request.lower())
+
+
+class RuleSpec(BaseModel):
+    """One rule as a script writes it (validated by pydantic; empty task/mode mean "any")."""
+    model_config = ConfigDict(extra="forbid")
+    answer: StrictStr
+    when_request_contains: str = ""
+    task: Task | None = None
+    mode: str | None = None
+
+    @field_validator("task", "mode", mode="before")
+    @classmethod
+    def _empty_is_any(cls, value):
+        return value or None
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, value):
+        if value is not None and value not in MODES:
+            raise ValueError("unknown mode")
+        return value
+
+    @field_validator("when_request_contains", mode="before")
+    @classmethod
+    def _as_text(cls, value):
+        return str(value)
+
+    def rule(self) -> Rule:
+        return Rule(answer=self.answer, when_request_contains=self.when_request_contains, task=self.task,
+                    mode=self.mode)
+
+
+def _rule_error(i: int, entry: object, error: ValidationError) -> ValueError:
+    """The first problem of rule ``i`` in the words a script author needs (pydantic's are generic)."""
+    problems = {str(e["loc"][0]) if e["loc"] else "": e for e in error.errors()}
+    if "answer" in problems or "" in problems:
+        return ValueError(f"script rule {i} needs an 'answer' string")
+    unknown = sorted(k for k, e in problems.items() if e["type"] == "extra_forbidden")
+    if unknown:
+        return ValueError(f"script rule {i} has unknown keys {unknown}")
+    if "task" in problems:
+        return ValueError(f"script rule {i} has task {entry.get('task')!r}; use one of "
+                          f"{[t.value for t in Task]} or leave it out")
+    if "mode" in problems:
+        return ValueError(f"script rule {i} has mode {entry.get('mode')!r}; use one of {', '.join(MODES)}, "
+                          "or leave it out")
+    return ValueError(f"script rule {i}: {error.errors()[0]['msg']}")
 
 
 @dataclass(frozen=True)
@@ -56,19 +104,10 @@ class AnswerScript:
         for i, entry in enumerate(data):
             if isinstance(entry, str):
                 entry = {"answer": entry}
-            if not isinstance(entry, dict) or not isinstance(entry.get("answer"), str):
+            if not isinstance(entry, dict):
                 raise ValueError(f"script rule {i} needs an 'answer' string")
-            unknown = set(entry) - {"answer", "when_request_contains", "task", "mode"}
-            if unknown:
-                raise ValueError(f"script rule {i} has unknown keys {sorted(unknown)}")
-            task, mode = entry.get("task") or None, entry.get("mode") or None
-            if task is not None and task not in [t.value for t in Task]:
-                raise ValueError(f"script rule {i} has task {task!r}; use one of "
-                                 f"{[t.value for t in Task]} or leave it out")
-            if mode is not None and mode not in MODES:
-                raise ValueError(f"script rule {i} has mode {mode!r}; use one of {', '.join(MODES)}, "
-                                 "or leave it out")
-            rules.append(Rule(answer=entry["answer"],
-                              when_request_contains=str(entry.get("when_request_contains", "")),
-                              task=Task(task) if task else None, mode=mode))
+            try:
+                rules.append(RuleSpec.model_validate(entry).rule())
+            except ValidationError as e:
+                raise _rule_error(i, entry, e) from None
         return cls(tuple(rules))

@@ -1,16 +1,25 @@
-"""ComfyUI V3 nodes over the RationalRewards core, one file per capability."""
+"""ComfyUI V3 nodes over the RationalRewards core, one file per capability, and the extension that lists them."""
+from comfy_api.latest import ComfyExtension
+
+from .common import register_model_folder
 from .compare import Compare
 from .critique import CritiqueEdit, CritiqueImage
 from .load_critic import LoadCritic, ReplayAnswers
+from .localise import DefectPhrases, LoadGrounding, LocaliseDefects
 from .loop import RefineLoopEnd, RefineLoopStart
 from .rank import Rank
 from .refine import RefinePrompt
 from .server_critic import ServerCritic
 
 NODES = [LoadCritic, ReplayAnswers, CritiqueImage, CritiqueEdit, Compare, Rank, RefinePrompt, RefineLoopStart,
-         RefineLoopEnd,
-         ServerCritic]
+         RefineLoopEnd, ServerCritic, LoadGrounding, DefectPhrases, LocaliseDefects]
 
-from .localise import DefectPhrases, LoadGrounding, LocaliseDefects  # noqa: E402  (defect localisation, #4)
 
-NODES += [LoadGrounding, DefectPhrases, LocaliseDefects]
+class RationalRewardsExtension(ComfyExtension):
+    """The pack as ComfyUI sees it (returned by ``comfy_entrypoint`` in the package root)."""
+
+    async def get_node_list(self) -> list:
+        return list(NODES)
+
+
+__all__ = ["NODES", "RationalRewardsExtension", "register_model_folder"]

@@ -6,7 +6,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -19,7 +18,7 @@ from ..models import Critique
 from ..models.backends.base import GenerationInterrupted, GenerationOptions
 from ..models.backends.openai_server import ServerError
 from ..models.critic import Critic, CritiqueInputError
-from ..models.images import ImageError
+from ..models.images import ImageError, from_unit_floats
 from ..models.loader import CheckpointNotFound
 from ..models.prompting import TemplateError
 from ..models.rubric import WEIGHT_PRESETS
@@ -100,9 +99,7 @@ def to_pil_list(images: torch.Tensor, node: str, what: str = "image") -> list[Im
     channels = images.shape[-1]
     if channels not in (1, 3, 4):
         raise fail(node, f"{what} has {channels} channels; expected RGB (3), RGBA (4) or greyscale (1)")
-    arr = (images.detach().float().clamp(0, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
-    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
-    return [Image.fromarray(a[..., 0] if channels == 1 else a, mode) for a in arr]
+    return from_unit_floats(images.detach().float().cpu().numpy())
 
 
 def generation_inputs() -> list:
@@ -169,7 +166,3 @@ def check_critic(critic: object, node: str) -> residency.CriticHandle:
     if not isinstance(critic, residency.CriticHandle):
         raise fail(node, "the critic input is not an RR_CRITIC; connect it to a 'Load RationalRewards critic' node")
     return critic
-
-
-def fmt(value: float) -> str:
-    return "n/a" if value != value else f"{value:.3f}"

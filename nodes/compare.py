@@ -5,9 +5,10 @@ import json
 
 from comfy_api.latest import io, ui
 
+from ..models.cards import compare_card, compare_data
 from ..models.critique import Winner
 from ..models.rules import DECISION_HELP, DEFAULT_DECISION, DecisionRule
-from .common import (CATEGORY, check_critic, CriticType, fail, fmt, generating, generation_inputs, options_from,
+from .common import (CATEGORY, check_critic, CriticType, fail, generating, generation_inputs, options_from,
                      to_pil_list, user_errors)
 
 NODE = "RR Compare"
@@ -67,24 +68,12 @@ class Compare(io.ComfyNode):
             options = options_from(max_new_tokens, temperature, seed)
             with generating(handle, options, 1, image_a, image_b, source) as hooks:
                 result = handle.critic.compare(a[0], b[0], prompt, options, source=src[0] if src else None,
-                                        **hooks)
+                                               **hooks)
         verdict = result.decide(decision)
         winner, total_a, total_b = verdict.winner, verdict.total_a, verdict.total_b
-        lines = [f"WARNING: {w}" for w in result.warnings]
-        lines.append(f"Winner: {winner.value} (A {fmt(total_a)} vs B {fmt(total_b)})")
-        lines.append(f"Decision rule: {DECISION_HELP[verdict.rule]}")
-        lines += [f"  {f}" for f in verdict.filled]
-        for d in result.dimensions.values():
-            sa = fmt(d.a.value) if d.a else "missing"
-            sb = fmt(d.b.value) if d.b else "missing"
-            lines.append(f"{d.title}: A {sa} / B {sb} -> {d.winner.value}")
-            if d.justification:
-                lines.append(f"  {d.justification}")
-        if result.summary:
-            lines.append(f"Summary: {result.summary}")
-        data = result.to_dict(decision) | {"raw": None, "prompt": prompt}
         winner_image = image_b[:1] if winner is Winner.B else image_a[:1]
         # thumbnails for the card: A then B (saved separately: the two may differ in size)
         previews = [ref for img in (image_a[:1], image_b[:1]) for ref in ui.PreviewImage(img, cls=cls).as_dict()["images"]]
-        return io.NodeOutput(winner.value, winner_image, total_a, total_b, "\n".join(lines),
-                             json.dumps(data, ensure_ascii=False), ui={"rr_compare": [data], "images": previews})
+        return io.NodeOutput(winner.value, winner_image, total_a, total_b, result.report(decision),
+                             json.dumps(compare_data(result, prompt, decision), ensure_ascii=False),
+                             ui=compare_card(result, prompt, decision) | {"images": previews})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..models.cards import critiques_card
 from ..models.critique import Critique
 from ..models.rubric import Task, dimensions_for
 from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, generation_inputs,
@@ -31,8 +32,7 @@ def critique_outputs(crits: list[Critique], prompts: list[str], weights: str, ta
     overall = [c.overall(weights) for c in crits]
     texts = [c.report(weights) for c in crits]
     refined = [c.refined_request or p for c, p in zip(crits, prompts)]
-    ui = {"rr_critiques": [c.to_dict(weights) | {"raw": None, "prompt": p} for c, p in zip(crits, prompts)]}
-    return io.NodeOutput(*columns, overall, texts, refined, data, ui=ui)
+    return io.NodeOutput(*columns, overall, texts, refined, data, ui=critiques_card(crits, prompts, weights))
 
 
 class CritiqueImage(io.ComfyNode):

@@ -5,7 +5,7 @@ import comfy.utils
 from comfy_api.latest import io
 
 from ..models.backends.transformers_backend import DECODING, DTYPES, available_attention, pick_dtype
-from ..models.loader import AUTO_MAX_PIXELS, KNOWN_CRITICS, RR_TRAINED_MAX_PIXELS, list_local, load_critic
+from ..models.loader import AUTO_MAX_PIXELS, KNOWN_CRITICS, RR_TRAINED_MAX_PIXELS, list_local, load_critic, model_choices
 from ..models.script import AnswerScript
 from . import residency
 from .common import CATEGORY, CriticType, check_critic, fail, model_dirs, template_dirs, user_errors
@@ -14,9 +14,7 @@ NODE = "RR Load Critic"
 
 
 def checkpoint_options() -> list[str]:
-    local = list_local(model_dirs())
-    known = [k for k in KNOWN_CRITICS if k.split("/")[-1] not in local]
-    return local + known
+    return model_choices(list_local(model_dirs()), KNOWN_CRITICS)
 
 
 class LoadCritic(io.ComfyNode):

@@ -21,10 +21,9 @@ from ..models.grounding.localise import MASK_MODES, GroundingModels, LocaliseOpt
 from ..models.grounding.loader import (KNOWN_DETECTORS, KNOWN_SEGMENTERS, NO_SEGMENTER, GroundingLoadError,
                                        GroundingModelNotFound, list_local, load_grounding)
 from ..models.grounding.masks import empty
-from ..models.grounding.phrases import (DefectPhrase, PhraseResult, dedupe, phrases_from_critique, split_phrases,
-                                        worst_score)
+from ..models.grounding.phrases import PHRASE_SOURCES, PhraseResult, pick_phrases, split_phrases
 from ..models.grounding.segment import MULTIMASK
-from ..models.loader import CheckpointNotFound
+from ..models.loader import CheckpointNotFound, model_choices
 from ..models.rubric import Task
 from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, to_pil_list,
                      user_errors)
@@ -33,7 +32,6 @@ log = logging.getLogger("RationalRewards")
 DETECTOR_FOLDER = "grounding-dino"
 SEGMENTER_FOLDER = "sams"
 GroundingType = io.Custom("RR_GROUNDING")
-PHRASE_SOURCES = ("ask_critic", "justifications", "typed")
 
 
 def register_grounding_folders() -> None:
@@ -46,10 +44,6 @@ def register_grounding_folders() -> None:
 def grounding_dirs(name: str) -> list[str]:
     register_grounding_folders()
     return folder_paths.get_folder_paths(name)
-
-
-def _options(local: list[str], known: tuple[str, ...]) -> list[str]:
-    return local + [k for k in known if k.split("/")[-1] not in local]
 
 
 @contextmanager
@@ -79,12 +73,12 @@ class LoadGrounding(io.ComfyNode):
                         "models/grounding-dino and models/sams. Hugging Face folders, Hub ids (downloaded only "
                         "when allowed) and the original groundingdino_swin*.pth / sam_vit_*.pth files all work.",
             inputs=[
-                io.Combo.Input("detector", options=_options(list_local(grounding_dirs(DETECTOR_FOLDER), "detector"),
+                io.Combo.Input("detector", options=model_choices(list_local(grounding_dirs(DETECTOR_FOLDER), "detector"),
                                                             KNOWN_DETECTORS),
                                tooltip="A GroundingDINO folder or .pth in models/grounding-dino, or a Hub id. An "
                                        "original .pth needs bert-base-uncased's vocab.txt in "
                                        "models/grounding-dino/bert-base-uncased/ (or the Hugging Face cache)."),
-                io.Combo.Input("segmenter", options=[NO_SEGMENTER] + _options(
+                io.Combo.Input("segmenter", options=[NO_SEGMENTER] + model_choices(
                     list_local(grounding_dirs(SEGMENTER_FOLDER), "segmenter"), KNOWN_SEGMENTERS),
                                default=NO_SEGMENTER,
                                tooltip="A SAM / SAM 2 folder, a Meta sam_vit_*.pth (needs the segment-anything "
@@ -116,15 +110,6 @@ class LoadGrounding(io.ComfyNode):
 
 
 # --- defect phrases -------------------------------------------------------------------------------------
-
-def _report(phrases: list[DefectPhrase], notes: list[str]) -> str:
-    lines = [f"NOTE: {n}" for n in notes]
-    for p in phrases:
-        where = p.dimension.replace("_", " ") if p.dimension else "unspecified dimension"
-        score = f", score {p.score:g}" if p.score is not None else ""
-        lines.append(f"{p.text} — {where}, {p.severity}{score} [{p.source}]")
-    return "\n".join(lines) if lines else "no defect phrases"
-
 
 class DefectPhrases(io.ComfyNode):
     @classmethod
@@ -180,35 +165,13 @@ class DefectPhrases(io.ComfyNode):
             raise fail(node, f"index {index} is out of range: the critique batch has {len(critique_data)} item(s)")
         if source not in PHRASE_SOURCES:
             raise fail(node, f"source must be one of {PHRASE_SOURCES}")
-        critique, request = critique_data.critiques[index], critique_data.prompts[index]
-        typed = split_phrases(typed_phrases)
-        notes: list[str] = []
-        found: list[DefectPhrase] = []
-        worst = worst_score(critique)
-        if source == "typed":
-            pass
-        elif worst is None:
-            notes.append("the critique has no readable score, so it names no defect; only typed phrases are used")
-        elif worst >= score_below:
-            notes.append(f"every dimension scored {score_below:g} or more: nothing to fix")
-        else:
-            result = None
-            if source == "ask_critic":
-                result = cls._ask(node, critic, critique_data, index, max_regions,
-                                  GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
-                                  notes)
-            if result is None or (not result.phrases and not result.nothing_to_fix):
-                result = phrases_from_critique(critique, request, score_below=score_below, max_regions=max_regions)
-            notes += result.warnings
-            if result.nothing_to_fix:
-                notes.append("the critic answered that no region needs repainting")
-            found = result.phrases
-        phrases = dedupe(found + typed)
-        if not phrases:
-            notes.append("no defect phrases: Localise Defects will return an empty mask")
-        text = "\n".join(p.text for p in phrases)
-        data = {"phrases": [p.to_dict() for p in phrases], "notes": notes, "source": source, "index": index}
-        return io.NodeOutput(text, _report(phrases, notes), json.dumps(data, indent=2))
+        options = GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        pick = pick_phrases(critique_data.critiques[index], critique_data.prompts[index], source, typed_phrases,
+                            max_regions=max_regions, score_below=score_below,
+                            ask=lambda notes: cls._ask(node, critic, critique_data, index, max_regions, options, notes))
+        text = "\n".join(p.text for p in pick.phrases)
+        data = {"phrases": [p.to_dict() for p in pick.phrases], "notes": pick.notes, "source": source, "index": index}
+        return io.NodeOutput(text, pick.report(), json.dumps(data, indent=2))
 
     @staticmethod
     def _ask(node: str, critic, data: CritiqueSet, index: int, max_regions: int, options: GenerationOptions,
@@ -229,8 +192,6 @@ class DefectPhrases(io.ComfyNode):
             with generating(handle, options, 1, data.images, data.sources) as hooks:
                 result = ask_regions(handle.critic, data.critiques[index], data.prompts[index], image, source,
                                      max_regions=max_regions, options=options, **hooks)
-        if not result.phrases and not result.nothing_to_fix:
-            notes.append("the critic's follow-up answer was unreadable; phrases come from the justifications")
         return result
 
 

@@ -7,17 +7,14 @@ Loop End. When Loop End decides to go on, it clones every node between Start and
 """
 from __future__ import annotations
 
-import json
-
 import torch
 import comfy.model_management
 import comfy.utils
 from comfy_api.latest import io
 from comfy_execution.graph_utils import GraphBuilder, is_link
 
-from ..models.critic import rank
-from ..models.loop import DEFAULT_STOP_DIMENSIONS, SEED_POLICIES, History, StopRule, next_seed
-from ..models.refine import refine
+from ..models.cards import loop_card
+from ..models.loop import DEFAULT_STOP_DIMENSIONS, SEED_POLICIES, LoopState, StopRule, parse_stop_dimensions
 from ..models.rubric import BY_KEY
 from .common import CATEGORY, CritiqueSet, CritiqueType, fail, weights_input
 from .refine import keep_input, mode_input
@@ -51,22 +48,13 @@ class RefineLoopStart(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, prompt: str, seed: int, state: dict | None = None) -> io.NodeOutput:
+    def execute(cls, prompt: str, seed: int, state: LoopState | None = None) -> io.NodeOutput:
         if state is None:
-            if not prompt.strip():
-                raise fail(START, "the prompt is empty; type the prompt of the first round")
-            state = {"original": prompt, "prompt": prompt, "seed": seed, "round": 0,
-                     "history": History().to_json(), "images": [], "all": [], "critiques": []}
-        return io.NodeOutput(state, state["prompt"], state["seed"], state["round"])
-
-
-def _stop_dimensions(text: str) -> tuple[str, ...]:
-    keys = tuple(k.strip().lower().replace(" ", "_") for k in text.split(",") if k.strip())
-    unknown = [k for k in keys if k not in BY_KEY]
-    if unknown or not keys:
-        raise fail(END, f"stop_dimensions must be comma-separated keys from {', '.join(BY_KEY)}; "
-                        f"got {text!r}")
-    return keys
+            try:
+                state = LoopState.start(prompt, seed)
+            except ValueError as e:
+                raise fail(START, str(e)) from None
+        return io.NodeOutput(state, state.prompt, state.seed, state.round)
 
 
 def _body(dynprompt, open_id: str, close_id: str) -> list[str]:
@@ -94,7 +82,7 @@ def _body(dynprompt, open_id: str, close_id: str) -> list[str]:
     return list(contained)
 
 
-def _expand(dynprompt, unique_id: str, open_id: str, state: dict) -> tuple[GraphBuilder, object]:
+def _expand(dynprompt, unique_id: str, open_id: str, state: LoopState) -> tuple[GraphBuilder, object]:
     graph = GraphBuilder()
     body = _body(dynprompt, open_id, unique_id)
     local = {nid: ("Recurse" if nid == unique_id else dynprompt.get_display_node_id(nid)) for nid in body}
@@ -121,9 +109,30 @@ def _stack(images: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(same, dim=0)
 
 
-class RefineLoopEnd(io.ComfyNode):
-    OUTPUTS = 7
+def end_outputs() -> list:
+    """Loop End's outputs: the one declaration its schema, its expansion and :func:`_end_outputs` follow."""
+    return [
+        io.Image.Output(display_name="best_image"),
+        io.String.Output(display_name="best_prompt"),
+        io.Image.Output(display_name="all_rounds", tooltip="Every round's images, in order"),
+        io.String.Output(display_name="history_json",
+                         tooltip="Rounds with prompt, seed, scores, chosen best and stop reason"),
+        io.String.Output(display_name="history", tooltip="The same history, readable"),
+        io.Int.Output(display_name="best_round", tooltip="-1 when no round could be scored"),
+        CritiqueType.Output(display_name="best_critique"),
+    ]
 
+
+def _end_outputs(state: LoopState, weights: str) -> tuple:
+    """Loop End's outputs, in :func:`end_outputs` order, from a finished loop's state."""
+    best, history = state.result_round, state.history
+    prompt = history.rounds[best].prompt
+    critique = CritiqueSet([state.critiques[best]], [prompt], weights, images=state.kept[best])
+    return (state.kept[best], prompt, _stack(list(state.batches)), history.to_json(), history.table(),
+            -1 if state.best_round is None else best, critique)
+
+
+class RefineLoopEnd(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -155,16 +164,7 @@ class RefineLoopEnd(io.ComfyNode):
                 keep_input(),
                 weights_input(),
             ],
-            outputs=[
-                io.Image.Output(display_name="best_image"),
-                io.String.Output(display_name="best_prompt"),
-                io.Image.Output(display_name="all_rounds", tooltip="Every round's images, in order"),
-                io.String.Output(display_name="history_json",
-                                 tooltip="Rounds with prompt, seed, scores, chosen best and stop reason"),
-                io.String.Output(display_name="history", tooltip="The same history, readable"),
-                io.Int.Output(display_name="best_round", tooltip="-1 when no round could be scored"),
-                CritiqueType.Output(display_name="best_critique"),
-            ],
+            outputs=end_outputs(),
             hidden=[io.Hidden.dynprompt, io.Hidden.unique_id],
         )
 
@@ -172,39 +172,23 @@ class RefineLoopEnd(io.ComfyNode):
     def execute(cls, loop, image, critique_data, max_rounds: int, stop_dimensions: str, threshold: float,
                 stop_when_no_improvement: bool, seed_policy: str, mode: str, keep: str,
                 weights: str) -> io.NodeOutput:
-        if not isinstance(loop, dict) or "history" not in loop:
+        if not isinstance(loop, LoopState):
             raise fail(END, "'loop' must come from a Refine Loop Start node")
         if not isinstance(critique_data, CritiqueSet) or not critique_data.critiques:
             raise fail(END, "critique_data is empty; connect the critique_data output of a Critique node "
                             "that judges this loop's image")
         comfy.model_management.throw_exception_if_processing_interrupted()
-        rule = StopRule(_stop_dimensions(stop_dimensions), threshold, max_rounds, stop_when_no_improvement)
-        history = History.from_json(loop["history"])
-        pick = rank(critique_data.critiques, weights)[0].index     # best image of this round's batch
-        critique = critique_data.critiques[pick]
-        rnd = history.add(critique, loop["prompt"], loop["seed"], rule, weights)
-        refinement = refine(critique, loop["original"], mode, keep)
-        rnd.refined_prompt, rnd.note = refinement.prompt, refinement.note
-        seed = next_seed(loop["seed"], seed_policy)
+        try:
+            rule = StopRule(parse_stop_dimensions(stop_dimensions), threshold, max_rounds, stop_when_no_improvement)
+        except ValueError as e:
+            raise fail(END, str(e)) from None
         batch = image if image.ndim == 4 else image.unsqueeze(0)
-        images = loop["images"] + [batch[pick:pick + 1]]
-        everything = loop.get("all", []) + [batch]
-        critiques = loop["critiques"] + [critique]
-        reason = history.decide_stop(rule, refinement.prompt if refinement.used_refined else None, seed)
-        history.stop_reason = reason
-        # the card shows titles and tells N/A from unreadable (both are None in the round scores)
-        ui = {"rr_loop": [json.loads(history.to_json()) | {
-            "titles": {k: BY_KEY[k].title for k in critique.dimensions},
-            "statuses": [{k: d.status.value for k, d in c.dimensions.items()} for c in critiques]}]}
-        if not reason:
-            state = {"original": loop["original"], "prompt": refinement.prompt, "seed": seed,
-                     "round": rnd.index + 1, "history": history.to_json(), "images": images,
-                     "all": everything, "critiques": critiques}
-            cls_hidden = cls.hidden
-            open_id = cls_hidden.dynprompt.get_node(cls_hidden.unique_id)["inputs"]["loop"][0]
-            graph, clone = _expand(cls_hidden.dynprompt, cls_hidden.unique_id, open_id, state)
-            return io.NodeOutput(*(clone.out(i) for i in range(cls.OUTPUTS)), expand=graph.finalize(), ui=ui)
-        best = history.best if history.best is not None else 0
-        best_crit = CritiqueSet([critiques[best]], [history.rounds[best].prompt], weights, images=images[best])
-        return io.NodeOutput(images[best], history.rounds[best].prompt, _stack(everything), history.to_json(),
-                             history.table(), -1 if history.best is None else best, best_crit, ui=ui)
+        state = loop.record(critique_data.critiques, batch, rule, weights=weights, mode=mode, keep=keep,
+                            seed_policy=seed_policy)
+        ui = loop_card(state.history, state.critiques)
+        if state.done:
+            return io.NodeOutput(*_end_outputs(state, weights), ui=ui)
+        hidden = cls.hidden
+        open_id = hidden.dynprompt.get_node(hidden.unique_id)["inputs"]["loop"][0]
+        graph, clone = _expand(hidden.dynprompt, hidden.unique_id, open_id, state)
+        return io.NodeOutput(*(clone.out(i) for i in range(len(end_outputs()))), expand=graph.finalize(), ui=ui)

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import math
 
 import torch
 from comfy_api.latest import io, ui
 
-from ..models.critic import rank
-from ..models.rubric import dimensions_for, Task
-from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fmt, generating, generation_inputs,
+from ..models.cards import rank_card
+from ..models.critic import rank, rank_rows, rank_table
+from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, generating, generation_inputs,
                      options_from, to_pil_list, user_errors, weights_input)
 
 NODE = "RR Rank"
@@ -57,18 +56,8 @@ class Rank(io.ComfyNode):
         order = torch.tensor([r.index for r in ranked], dtype=torch.long)
         batch = images if images.ndim == 4 else images.unsqueeze(0)
         sorted_images = batch.index_select(0, order.to(batch.device))
-        dims = dimensions_for(Task.T2I)
-        rows = [{"rank": pos + 1, "index": r.index, "overall": None if math.isnan(r.overall) else r.overall,
-                 "scores": {d.key: r.critique.dimensions[d.key].to_dict()["score"] for d in dims},
-                 "warnings": len(r.critique.warnings)} for pos, r in enumerate(ranked)]
-        header = "rank | index | overall | " + " | ".join(d.title for d in dims)
-        lines = [header] + [f"{row['rank']} | {r.index} | {fmt(r.overall)} | "
-                            + " | ".join(fmt(r.critique.score(d.key)) for d in dims)
-                            for row, r in zip(rows, ranked)]
+        rows = rank_rows(ranked)
         data = CritiqueSet([r.critique for r in ranked], [prompt] * len(ranked), weights, images=sorted_images)
-        table_json = json.dumps(rows)
-        card = {"rr_rank": [{"prompt": prompt, "rows": rows,
-                             "critiques": [r.critique.to_dict(weights) | {"raw": None} for r in ranked]}]}
         preview = ui.PreviewImage(sorted_images, cls=cls).as_dict()
-        return io.NodeOutput(sorted_images, sorted_images[:1], ranked[0].index, "\n".join(lines), table_json,
-                             data, ui=preview | card)
+        return io.NodeOutput(sorted_images, sorted_images[:1], ranked[0].index, rank_table(ranked), json.dumps(rows),
+                             data, ui=preview | rank_card(ranked, rows, prompt, weights))

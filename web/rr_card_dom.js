@@ -1,11 +1,13 @@
 // Critique card DOM builders: plain functions from a node's UI payload to DOM elements.
 //
-// Every value shown comes from the payload the node sent (the same parsed numbers its outputs
-// carry); nothing is scored or re-aggregated here. Critique text is model output, so every
+// Every value shown comes from the payload the node sent (models/cards.py: the same parsed numbers
+// its outputs carry, the names of N/A and unreadable scores in `labels`, the loop's prompt diffs);
+// nothing is scored, named, diffed or re-aggregated here. Critique text is model output, so every
 // string goes in through textContent — never innerHTML — and cannot inject markup.
 
 const STATUS_OK = "ok";
 const STATUS_NA = "n/a";
+const STATUS_MISSING = "missing";
 
 /** Element with optional class and text (text is set with textContent: never parsed as HTML). */
 export function el(tag, cls, text) {
@@ -20,16 +22,16 @@ function append(parent, ...children) {
     return parent;
 }
 
-/** A 1–4 score as text: "3.50", "N/A", or "unreadable" (status "missing"). */
-export function scoreText(score, status) {
-    if (status === STATUS_NA) return "N/A";
-    if (status !== STATUS_OK || typeof score !== "number") return "unreadable";
-    return score.toFixed(2);
+/** A 1–4 score as text: the number, or the name the payload's `labels` give its status. */
+export function scoreText(score, status, labels) {
+    if (status === STATUS_OK && typeof score === "number") return score.toFixed(2);
+    const name = status === STATUS_OK ? STATUS_MISSING : status;
+    return (labels || {})[name] ?? name;
 }
 
-/** Overall reward (0–1) as text; null means the node could not aggregate (a score was unreadable). */
-export function overallText(overall) {
-    return typeof overall === "number" ? overall.toFixed(3) : "n/a";
+/** Overall reward (0–1) as text; null (the node could not aggregate) gets the payload's name. */
+export function overallText(overall, labels) {
+    return typeof overall === "number" ? overall.toFixed(3) : (labels || {}).overall ?? STATUS_MISSING;
 }
 
 function level(score) {  // colour band only; 4 = no problem, 3 = minor, 2 = clear, 1 = severe
@@ -127,6 +129,7 @@ function refinedBlock(text, label = "Refined prompt") {
 
 /** One pointwise critique (Critique.to_dict() + prompt). */
 export function critiqueView(c) {
+    const labels = c.labels;
     const root = el("div", "rr-critique");
     root.dataset.task = c.task || "";
     append(root, warningsBlock(c.warnings));
@@ -136,13 +139,13 @@ export function critiqueView(c) {
         row.dataset.key = d.key;
         row.dataset.status = d.status;
         const head = append(row, el("div", "rr-row")).lastChild;
-        append(head, el("span", "rr-dim-title", d.title), el("span", "rr-dim-score", scoreText(d.score, d.status)));
+        append(head, el("span", "rr-dim-title", d.title), el("span", "rr-dim-score", scoreText(d.score, d.status, labels)));
         if (d.status !== STATUS_OK && d.raw_score) head.title = `The critic wrote: ${d.raw_score}`;
         append(row, scoreBar(d.score, d.status), justification(d.justification));
     }
     const overall = append(root, el("div", "rr-overall-row")).lastChild;
     const head = append(overall, el("div", "rr-row")).lastChild;
-    append(head, el("span", "rr-label", "Overall (0–1)"), el("span", "rr-overall", overallText(c.overall)));
+    append(head, el("span", "rr-label", "Overall (0–1)"), el("span", "rr-overall", overallText(c.overall, labels)));
     append(overall, overallBar(c.overall));
     append(root, textSection("rr-summary", "Summary", c.summary),
            textSection("rr-comments", "Refinement comments", c.refinement_comments),
@@ -171,8 +174,8 @@ function winnerText(w) {
     return w === "A" || w === "B" ? `Image ${w}` : w === "tie" || w === "N/A" ? w : "undecided";
 }
 
-function totalText(t) {
-    return typeof t === "number" ? t.toFixed(2) : "n/a";
+function totalText(t, labels) {
+    return typeof t === "number" ? t.toFixed(2) : (labels || {}).overall ?? STATUS_MISSING;
 }
 
 /** RR_Compare: overall winner, totals, and the winner per dimension. */
@@ -199,11 +202,12 @@ export function renderCompare(list, images, imageUrl) {
         const head = append(root, el("div", "rr-row rr-compare-head")).lastChild;
         append(head, el("span", "rr-label", "Winner"), el("span", "rr-compare-winner", winnerText(p.winner)));
         const totals = append(root, el("div", "rr-row rr-totals")).lastChild;
-        append(totals, el("span", "rr-label", "Total A"), el("span", "rr-total-a", totalText(p.total_a)),
-               el("span", "rr-label", "Total B"), el("span", "rr-total-b", totalText(p.total_b)));
+        append(totals, el("span", "rr-label", "Total A"), el("span", "rr-total-a", totalText(p.total_a, p.labels)),
+               el("span", "rr-label", "Total B"), el("span", "rr-total-b", totalText(p.total_b, p.labels)));
         if (p.decision) {   // which rule decided, and the scores it had to fill in
             const rule = append(root, el("div", "rr-row rr-decision")).lastChild;
-            rule.title = (p.decision.filled || []).join("\n");
+            rule.title = (p.decision.filled || []).join("
+");
             append(rule, el("span", "rr-label", "Rule"), el("span", "rr-decision-rule", p.decision.rule));
         }
         for (const d of p.dimensions || []) {
@@ -215,11 +219,11 @@ export function renderCompare(list, images, imageUrl) {
                    el("span", `rr-winner rr-winner-${d.winner === "A" || d.winner === "B" ? d.winner : "none"}`,
                       winnerText(d.winner)));
             for (const side of ["a", "b"]) {
-                const s = d[side] || {status: "missing"};
+                const s = d[side] || {status: STATUS_MISSING};
                 const line = append(row, el("div", `rr-side rr-side-${side}`)).lastChild;
                 if (d.winner === side.toUpperCase()) line.classList.add("rr-side-won");
                 append(line, el("span", "rr-side-label", side.toUpperCase()), scoreBar(s.score, s.status),
-                       el("span", `rr-score-${side}`, scoreText(s.score, s.status)));
+                       el("span", `rr-score-${side}`, scoreText(s.score, s.status, p.labels)));
             }
             append(row, justification(d.justification));
         }
@@ -252,12 +256,12 @@ export function renderRank(list, images, imageUrl) {
             const cap = append(cell, el("figcaption")).lastChild;
             append(cap, el("span", "rr-thumb-rank", `#${row.rank}`),
                    el("span", "rr-thumb-index", `input ${row.index}`),
-                   el("span", "rr-thumb-overall", overallText(row.overall)));
+                   el("span", "rr-thumb-overall", overallText(row.overall, r.labels)));
             if (row.warnings) append(cap, el("span", "rr-thumb-warn", "⚠"));
             if (crit) {
                 const d = append(details, el("details", "rr-rank-critique")).lastChild;
                 d.dataset.rank = row.rank;
-                append(d, el("summary", null, `#${row.rank} · input ${row.index} · overall ${overallText(row.overall)}`),
+                append(d, el("summary", null, `#${row.rank} · input ${row.index} · overall ${overallText(row.overall, r.labels)}`),
                        critiqueView(crit));
             }
         });
@@ -267,38 +271,15 @@ export function renderRank(list, images, imageUrl) {
     return card;
 }
 
-/** Word-level diff of two prompts (display only): [{op: "same"|"add"|"del", text}]. */
-export function diffWords(before, after) {
-    const a = before ? before.split(/(\s+)/) : [];
-    const b = after ? after.split(/(\s+)/) : [];
-    if (a.length * b.length > 250000) return [{op: "del", text: before}, {op: "add", text: after}];
-    const lcs = Array.from({length: a.length + 1}, () => new Uint16Array(b.length + 1));
-    for (let i = a.length - 1; i >= 0; i--)
-        for (let j = b.length - 1; j >= 0; j--)
-            lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
-    const out = [];
-    const push = (op, text) => {
-        const last = out[out.length - 1];
-        if (last && last.op === op) last.text += text; else out.push({op, text});
-    };
-    let i = 0, j = 0;
-    while (i < a.length && j < b.length) {
-        if (a[i] === b[j]) { push("same", a[i]); i++; j++; }
-        else if (lcs[i + 1][j] >= lcs[i][j + 1]) push("del", a[i++]);
-        else push("add", b[j++]);
-    }
-    while (i < a.length) push("del", a[i++]);
-    while (j < b.length) push("add", b[j++]);
-    return out;
-}
-
-function promptDiff(before, after) {
+/** A round's prompt: plain text, or the node's word diff against the round before
+ *  ([{op: "same"|"add"|"del", text}], computed on the server with difflib). */
+function promptDiff(parts, text) {
     const box = el("div", "rr-prompt");
-    if (before === null) {
-        box.textContent = after;
+    if (!parts) {
+        box.textContent = text;
         return box;
     }
-    for (const part of diffWords(before, after)) {
+    for (const part of parts) {
         append(box, el(part.op === "add" ? "ins" : part.op === "del" ? "del" : "span", null, part.text));
     }
     return box;
@@ -327,18 +308,18 @@ export function renderLoop(list) {
                    r.index === h.best ? el("span", "rr-badge rr-badge-best", "best") : null,
                    r.good ? el("span", "rr-badge rr-badge-good", "meets rule") : null,
                    el("span", "rr-round-seed", `seed ${r.seed}`),
-                   el("span", "rr-round-overall", overallText(r.overall)));
+                   el("span", "rr-round-overall", overallText(r.overall, h.labels)));
             const statuses = (h.statuses || [])[i] || {};
             const chips = append(box, el("div", "rr-chips")).lastChild;
             for (const [key, score] of Object.entries(r.scores || {})) {
-                const status = statuses[key] || (typeof score === "number" ? STATUS_OK : "missing");
+                const status = statuses[key] || (typeof score === "number" ? STATUS_OK : STATUS_MISSING);
                 const chip = append(chips, el("span", "rr-chip")).lastChild;
                 chip.dataset.key = key;
                 chip.dataset.status = status;
                 append(chip, el("span", "rr-chip-title", titles[key] || key),
-                       el("span", "rr-chip-score", scoreText(score, status)));
+                       el("span", "rr-chip-score", scoreText(score, status, h.labels)));
             }
-            append(box, promptDiff(i > 0 ? rounds[i - 1].prompt : null, r.prompt));
+            append(box, promptDiff((h.diffs || [])[i], r.prompt));
             if (r.warnings && r.warnings.length) append(box, warningsBlock(r.warnings));
             if (r.note) append(box, el("div", "rr-note", `next prompt: ${r.note}`));
         });

@@ -9,9 +9,10 @@ Decisions worth knowing:
   time: ComfyUI saves every node input into the workflow and into each PNG it writes, so
   the key itself must never be an input. Nothing here stores, logs or prints the key.
 * Images go as lossless PNG data URLs in ``image_url`` parts, in the request's part order.
-* Retries with exponential backoff on connection errors, HTTP 429 and 5xx (``Retry-After``
-  is honoured, capped); never on other 4xx, and never on a read timeout: the server may
-  still be generating, and a retry would queue the same critique twice.
+* Retries (tenacity) with jittered exponential backoff on connection errors, HTTP 429 and 5xx;
+  ``Retry-After`` is honoured, in seconds or as an HTTP date, capped at ``backoff_max_s``. Never
+  on other 4xx, and never on a read timeout: the server may still be generating, and a retry
+  would queue the same critique twice.
 * ``forced`` answers (replay/testing seam): a server cannot be forced token by token. The
   request is still sent -- with ``max_tokens=1`` so it costs the server next to nothing --
   which checks the connection, key, model name and image upload; then the forced text
@@ -35,12 +36,15 @@ import os
 import re
 import threading
 import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Iterator, Sequence
 from urllib.parse import urlsplit
 
 import requests
+import tenacity
 from PIL import Image
 
 from ..prompting import ChatRequest
@@ -155,11 +159,31 @@ def _error_message(resp: requests.Response) -> str:
     return _snippet(str(data))
 
 
-def _retry_after(resp: requests.Response | None) -> float | None:
-    try:
-        return float(resp.headers["Retry-After"]) if resp is not None else None
-    except (KeyError, ValueError):
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """A ``Retry-After`` header as seconds from ``now``: delay-seconds or an HTTP date (RFC 9110);
+    None when absent or unreadable, 0 for a date in the past."""
+    if value is None:
         return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:          # HTTP dates are GMT
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    return None if seconds != seconds else max(0.0, seconds)
+
+
+class _Transient(Exception):
+    """A failure worth retrying (connection error, HTTP 429 or 5xx); ``resp`` is the answer, if any."""
+
+    def __init__(self, failure: str, resp: requests.Response | None):
+        super().__init__(failure)
+        self.failure, self.resp = failure, resp
 
 
 class OpenAIServerBackend:
@@ -223,15 +247,15 @@ class OpenAIServerBackend:
               stopped: StopFn | None = None, retry: bool = True) -> requests.Response:
         """One call with retries on connection errors, 429 and 5xx; returns any other response."""
         tries = self.retries + 1 if retry else 1
-        failure, resp = "", None
-        for attempt in range(tries):
+
+        def attempt() -> requests.Response:
             if stopped is not None and stopped():
                 raise GenerationInterrupted("critique requests were cancelled")
             try:
                 resp = self._session().request(method, url, json=json, headers=self._headers(),
                                                timeout=(self.connect_timeout_s, timeout or self.timeout_s))
             except requests.exceptions.ConnectionError as e:   # refused, DNS, reset, connect timeout
-                failure, resp = f"cannot reach the critic server at {url} ({_reason(e)})", None
+                raise _Transient(f"cannot reach the critic server at {url} ({_reason(e)})", None) from None
             except requests.exceptions.Timeout:
                 waited = timeout or self.timeout_s
                 raise ServerTimeout(f"the critic server at {url} sent no answer within {waited:g} s. "
@@ -240,20 +264,39 @@ class OpenAIServerBackend:
             except requests.exceptions.RequestException as e:   # a broken answer stream and the like
                 raise ServerError(f"the request to the critic server at {url} failed ({type(e).__name__}: "
                                   f"{_snippet(str(e))}); check the server's log.") from None
-            else:
-                if resp.status_code != 429 and resp.status_code < 500:
-                    return resp
-                failure = f"the critic server at {url} answered HTTP {resp.status_code}: {_error_message(resp)}"
-            if attempt + 1 < tries:
-                self._backoff(attempt, _retry_after(resp), stopped)
-        what = "retry later or lower max_concurrency" if resp is not None and resp.status_code == 429 else (
-            "check the server's log" if resp is not None else
-            "start the server (e.g. `vllm serve ...`) or fix base_url")
-        raise ServerUnavailable(f"{failure} (tried {tries} time{'s' * (tries > 1)}); {what}.")
+            if resp.status_code == 429 or resp.status_code >= 500:
+                raise _Transient(f"the critic server at {url} answered HTTP {resp.status_code}: "
+                                 f"{_error_message(resp)}", resp)
+            return resp
 
-    def _backoff(self, attempt: int, retry_after: float | None, stopped: StopFn | None) -> None:
-        delay = min(self.backoff_max_s, retry_after if retry_after is not None else self.backoff_s * 2 ** attempt)
-        deadline = time.monotonic() + max(0.0, delay)
+        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(tries), wait=self._wait,
+                                     retry=tenacity.retry_if_exception_type(_Transient),
+                                     sleep=lambda seconds: self._sleep(seconds, stopped), reraise=True)
+        try:
+            return retrying(attempt)
+        except _Transient as last:
+            resp = last.resp
+            what = "retry later or lower max_concurrency" if resp is not None and resp.status_code == 429 else (
+                "check the server's log" if resp is not None else
+                "start the server (e.g. `vllm serve ...`) or fix base_url")
+            raise ServerUnavailable(f"{last.failure} (tried {tries} time{'s' * (tries > 1)}); {what}.") from None
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        """The pause before the next try: the server's ``Retry-After`` when it sent one, else exponential
+        backoff with jitter (so clients that failed together do not retry together); capped."""
+        failure = state.outcome.exception() if state.outcome is not None else None
+        resp = getattr(failure, "resp", None)
+        asked = retry_after_seconds(resp.headers.get("Retry-After")) if resp is not None else None
+        if asked is not None:
+            return min(self.backoff_max_s, asked)
+        backoff = (tenacity.wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s)
+                   + tenacity.wait_random(0, self.backoff_s))
+        return min(self.backoff_max_s, backoff(state))
+
+    @staticmethod
+    def _sleep(seconds: float, stopped: StopFn | None) -> None:
+        """A backoff that ends at once when the user cancels."""
+        deadline = time.monotonic() + max(0.0, seconds)
         while (left := deadline - time.monotonic()) > 0:
             if stopped is not None and stopped():
                 raise GenerationInterrupted("critique requests were cancelled")

@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..loader import download, is_checkpoint_dir, is_hf_id, local_folder_name
+from ..loader import list_local as _list_models
+from ..loader import resolve_model
 from .detect import GroundingDetector
 from .localise import GroundingModels
 from .segment import BoxSegmenter, HFSegmenter, MetaSegmenter, Segmenter
@@ -45,44 +46,14 @@ def list_local(search_dirs: Sequence[str | Path], kind: str) -> list[str]:
     """Model folders (with config.json) and checkpoint files directly under the search folders.
 
     ``kind`` is ``detector`` or ``segmenter``; a ``bert-base-uncased`` tokenizer folder is not a model."""
-    names: set[str] = set()
-    for root in search_dirs:
-        root = Path(root)
-        if not root.is_dir():
-            continue
-        for p in root.iterdir():
-            if p.name.startswith("."):
-                continue
-            if is_checkpoint_dir(p) and not (kind == "detector" and p.name == BERT_FOLDER):
-                names.add(p.name)
-            elif p.is_file() and p.suffix.lower() in CHECKPOINT_FILES:
-                names.add(p.name)
-    return sorted(names)
+    return _list_models(search_dirs, files=CHECKPOINT_FILES, exclude=(BERT_FOLDER,) if kind == "detector" else ())
 
 
 def resolve(name: str, search_dirs: Sequence[str | Path], what: str, allow_download: bool = False,
             progress: DownloadProgress | None = None) -> Path:
-    """A local folder or file for ``name`` (a folder/file name in the search folders, an absolute path, or a
-    Hugging Face id that is fetched into the first search folder when allowed)."""
-    name = (name or "").strip()
-    if not name:
-        raise GroundingModelNotFound(f"no {what} given: pick one from the list or type a Hugging Face id")
-    direct = Path(name).expanduser()
-    if direct.is_absolute() and (direct.is_file() or is_checkpoint_dir(direct)):
-        return direct
-    for root in search_dirs:
-        for candidate in (Path(root) / name, Path(root) / local_folder_name(name)):
-            if candidate.is_file() or is_checkpoint_dir(candidate):
-                return candidate
-    where = ", ".join(str(s) for s in search_dirs) or "(no model folder configured)"
-    if not is_hf_id(name) or not search_dirs:
-        raise GroundingModelNotFound(f"{what} {name!r} not found in {where}")
-    target = Path(search_dirs[0]) / local_folder_name(name)
-    if not allow_download:
-        raise GroundingModelNotFound(
-            f"{what} {name!r} is not on disk: expected it in {target}. Either turn on 'allow download', or fetch "
-            f"it yourself: hf download {name} --local-dir \"{target}\"")
-    return download(name, target, progress)
+    """A local folder or file for ``name`` (see :func:`rationalrewards.loader.resolve_model`)."""
+    return resolve_model(name, search_dirs, what=what, files=CHECKPOINT_FILES, allow_download=allow_download,
+                         progress=progress, error=GroundingModelNotFound)
 
 
 # --- BERT tokenizer for original GroundingDINO checkpoints ---------------------------------------------
@@ -134,8 +105,8 @@ def find_bert_tokenizer(search_dirs: Sequence[str | Path], allow_download: bool 
 
 # --- loaders --------------------------------------------------------------------------------------------
 
-def _torch_load(path: Path):
-    """Tensors only. Training checkpoints (IDEA's GroundingDINO among them) also pickle their
+def read_tensors(path: Path):
+    """The one ``torch.load`` of the pack: tensors only. Training checkpoints (IDEA's GroundingDINO among them) also pickle their
     ``argparse.Namespace`` of arguments: a plain attribute bag, allowed; anything else is refused."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -159,7 +130,7 @@ def load_detector(name: str, search_dirs: Sequence[str | Path], *, tokenizer_dir
 
     from .convert_groundingdino import ConversionError, load_original
     try:
-        model = load_original(_torch_load(path))
+        model = load_original(read_tensors(path))
     except ConversionError as e:
         raise GroundingLoadError(f"{path.name}: {e}") from None
     tokenizer = find_bert_tokenizer(list(tokenizer_dirs) or list(search_dirs), allow_download)
@@ -184,12 +155,10 @@ def load_segmenter(name: str, search_dirs: Sequence[str | Path], *, allow_downlo
             raise GroundingLoadError(str(e)) from None
     try:
         return MetaSegmenter.from_file(path)
-    except ValueError as e:     # MetaSamError, or a pickle that is not tensors
-        raise GroundingLoadError(f"{path.name}: {e}") from None
-    except Exception as e:
-        if "weights_only" in str(e) or "Unpickl" in type(e).__name__:
-            raise GroundingLoadError(f"{path.name} could not be read as plain tensors (weights_only=True)") from None
+    except GroundingLoadError:      # a pickle that is not tensors (read_tensors says so)
         raise
+    except ValueError as e:         # MetaSamError
+        raise GroundingLoadError(f"{path.name}: {e}") from None
 
 
 def load_grounding(detector: str, segmenter: str, detector_dirs: Sequence[str | Path],

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..images import flatten_rgb
 from . import masks as M
 from .detect import Detection, GroundingDetector
 from .segment import MULTIMASK, BoxSegmenter, Segmenter
@@ -81,21 +82,11 @@ class GroundingModels:
                 m.to(offload)
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB for the models: transparency flattened onto white, greyscale expanded."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def localise_image(models: GroundingModels, image: Image.Image, phrases: Sequence[str],
                    options: LocaliseOptions = LocaliseOptions(), device: torch.device | str | None = None
                    ) -> ImageLocalisation:
     """Detect ``phrases`` in ``image``, segment each box, and build per-phrase and union masks."""
-    image = to_rgb(image)
+    image = flatten_rgb(image)
     w, h = image.size
     phrases = list(dict.fromkeys(p for p in phrases if p))
     result = models.detector.detect(image, phrases, options.box_threshold, options.text_threshold,
@@ -116,4 +107,4 @@ def localise_image(models: GroundingModels, image: Image.Image, phrases: Sequenc
 
 
 def preview(image: Image.Image, loc: ImageLocalisation) -> Image.Image:
-    return M.draw_preview(to_rgb(image), loc.detections, loc.region_masks, len(loc.phrases))
+    return M.draw_preview(flatten_rgb(image), loc.detections, loc.region_masks, len(loc.phrases))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
-from ..critique import Critique, ScoreStatus
+from ..critique import Critique, ScoreStatus, score_label
 from ..rubric import ALL_DIMENSIONS, BY_KEY
 
 SEVERITIES = ("minor", "clear", "severe")          # the 1-4 scale: 3 = minor, 2 = clear problems, 1 = severe
@@ -309,9 +309,63 @@ def critique_digest(critique: Critique) -> str:
     """The critique as the follow-up prompt quotes it: one block per dimension, then the summary."""
     lines = []
     for d in critique.dimensions.values():
-        shown = f"{d.score:g}" if d.status is ScoreStatus.OK and d.score is not None else (
-            "N/A" if d.status is ScoreStatus.NA else "unreadable")
+        shown = score_label(d.score, d.status, "card", "g")
         lines.append(f"{d.title} (score {shown}): {(d.justification or '').strip() or '(no justification)'}")
     if critique.summary:
         lines.append(f"Summary: {critique.summary.strip()}")
     return "\n".join(lines)
+
+
+# --- choosing the phrases (Defect Phrases) --------------------------------------------------------------
+
+PHRASE_SOURCES = ("ask_critic", "justifications", "typed")
+
+
+@dataclass
+class PhrasePick:
+    """The phrases one critique gives, and notes on where they came from (fallbacks, nothing to fix)."""
+    phrases: list[DefectPhrase]
+    notes: list[str] = field(default_factory=list)
+
+    def report(self) -> str:
+        """Each phrase with its dimension, severity, score and source, after the notes."""
+        lines = [f"NOTE: {n}" for n in self.notes]
+        for p in self.phrases:
+            where = p.dimension.replace("_", " ") if p.dimension else "unspecified dimension"
+            score = f", score {p.score:g}" if p.score is not None else ""
+            lines.append(f"{p.text} — {where}, {p.severity}{score} [{p.source}]")
+        return "\n".join(lines) if lines else "no defect phrases"
+
+
+def pick_phrases(critique: Critique, request: str, source: str, typed: str = "", *, max_regions: int = 4,
+                 score_below: float = 3.5,
+                 ask: Callable[[list[str]], PhraseResult | None] | None = None) -> PhrasePick:
+    """The fallback chain: nothing when no score is below ``score_below`` (or none is readable); else the
+    critic's follow-up answer (``ask``, for source ``ask_critic``; it may add notes and return None when it
+    cannot ask), falling back to the justifications when that answer names no region; typed phrases are
+    always added."""
+    if source not in PHRASE_SOURCES:
+        raise ValueError(f"source must be one of {PHRASE_SOURCES}")
+    notes: list[str] = []
+    found: list[DefectPhrase] = []
+    worst = worst_score(critique)
+    if source == "typed":
+        pass
+    elif worst is None:
+        notes.append("the critique has no readable score, so it names no defect; only typed phrases are used")
+    elif worst >= score_below:
+        notes.append(f"every dimension scored {score_below:g} or more: nothing to fix")
+    else:
+        result = ask(notes) if source == "ask_critic" and ask is not None else None
+        if result is not None and not result.phrases and not result.nothing_to_fix:
+            notes.append("the critic's follow-up answer was unreadable; phrases come from the justifications")
+        if result is None or (not result.phrases and not result.nothing_to_fix):
+            result = phrases_from_critique(critique, request, score_below=score_below, max_regions=max_regions)
+        notes += result.warnings
+        if result.nothing_to_fix:
+            notes.append("the critic answered that no region needs repainting")
+        found = result.phrases
+    phrases = dedupe(found + split_phrases(typed))
+    if not phrases:
+        notes.append("no defect phrases: Localise Defects will return an empty mask")
+    return PhrasePick(phrases, notes)

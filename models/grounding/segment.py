@@ -201,7 +201,8 @@ class MetaSegmenter:
     @classmethod
     def from_file(cls, path: str | Path) -> "MetaSegmenter":
         """Pickles are read with ``weights_only=True``: tensors only, no code."""
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+        from .loader import read_tensors     # loader imports this module
+        ckpt = read_tensors(Path(path))
         sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
         if not isinstance(sd, dict):
             raise MetaSamError(f"{Path(path).name} holds no state dict")

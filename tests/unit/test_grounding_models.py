@@ -90,7 +90,8 @@ def test_hub_ids_are_fetched_into_the_first_folder_only_when_allowed(monkeypatch
         __import__("shutil").copytree(models_root / T.SAM_FOLDER / T.SAM_NAME, target)
         return target
 
-    monkeypatch.setattr(L, "download", fake_download)
+    from rationalrewards import loader as core_loader    # grounding models resolve through the core's loader
+    monkeypatch.setattr(core_loader, "download", fake_download)
     first, second = tmp_path / "a", tmp_path / "b"
     with pytest.raises(L.GroundingModelNotFound):
         L.load_segmenter("facebook/sam-vit-base", [first, second])
@@ -375,13 +376,13 @@ def test_placed_moves_every_model_and_always_moves_it_back():
 
 def test_training_checkpoints_with_an_args_namespace_load_but_code_pickles_do_not(tmp_path):
     """IDEA-style checkpoints are {"model": state_dict, "args": argparse.Namespace(...)}."""
-    from rationalrewards.grounding.loader import GroundingLoadError, _torch_load
+    from rationalrewards.grounding.loader import GroundingLoadError, read_tensors
 
     good = tmp_path / "train_ckpt.pth"
     torch.save({"model": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=1e-4, backbone="swin_T")}, good)
-    ckpt = _torch_load(good)
+    ckpt = read_tensors(good)
     assert torch.equal(ckpt["model"]["w"], torch.ones(2)) and ckpt["args"].backbone == "swin_T"
     bad = tmp_path / "code.pth"
     torch.save({"model": {"w": torch.ones(2)}, "extra": fractions.Fraction(1, 3)}, bad)
     with pytest.raises(GroundingLoadError, match="weights_only"):
-        _torch_load(bad)
+        read_tensors(bad)

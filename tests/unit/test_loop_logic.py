@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from rationalrewards.loop import History, StopRule, best_round, next_seed
+from rationalrewards.loop import History, LoopState, StopRule, best_round, next_seed, parse_stop_dimensions
 from rationalrewards.parser import parse_critique
 
 
@@ -188,3 +188,43 @@ def test_best_after_each_round_of_a_dip():
         h.add(c, f"p{i}", 1, rule)
         bests.append(h.best)
     assert bests == [0, 0, 0, 3]
+
+
+# --- the typed loop state (what Loop Start/End pass; headless drivers reuse it) ------------------------
+
+def test_loop_state_runs_rounds_and_returns_the_best_of_each_batch():
+    rule = StopRule(max_rounds=3, stop_when_no_improvement=False)
+    state = LoopState.start("a red cat <lora:x:0.5>", 7)
+    assert (state.prompt, state.seed, state.round, state.done) == ("a red cat <lora:x:0.5>", 7, 0, False)
+    # round 0: a batch of two images; the second is judged better and kept
+    after0 = state.record([crit(1, 1, refined="weak"), crit(2, 2.5, refined="a red cat, sharp")], ["i0", "i1"], rule,
+                          seed_policy="increment")
+    assert state.history.rounds == [] and state.kept == ()           # states are values: the old one is unchanged
+    assert not after0.done and after0.round == 1 and after0.seed == 8
+    assert after0.prompt == "a red cat, sharp, <lora:x:0.5>"         # merge mode keeps the LoRA tag
+    assert after0.kept == (["i1"],) and after0.batches == (["i0", "i1"],)
+    assert after0.critiques[0].refined_request == "a red cat, sharp"
+    after1 = after0.record([crit(2, 2)], ["j0"], rule, seed_policy="increment")
+    after2 = after1.record([crit(2.5, 2)], ["k0"], rule, seed_policy="increment")
+    assert after2.done and "maximum of 3" in after2.history.stop_reason
+    assert after2.best_round == after2.result_round == 0 and after2.kept[after2.result_round] == ["i1"]
+    assert [r.seed for r in after2.history.rounds] == [7, 8, 9]
+    assert after2.round == 2 and after2.prompt == after1.prompt       # a finished loop does not advance
+
+
+def test_loop_state_stops_on_the_rule_and_with_no_readable_round():
+    good = LoopState.start("p", 1).record([crit(3, 3)], ["img"], StopRule())
+    assert good.done and "meets the stop rule" in good.history.stop_reason and good.best_round == 0
+    lost = LoopState.start("p", 1).record([UNREADABLE], ["img"], StopRule(max_rounds=1))
+    assert lost.done and lost.best_round is None and lost.result_round == 0
+    with pytest.raises(ValueError, match="prompt is empty"):
+        LoopState.start("  ", 1)
+    with pytest.raises(ValueError, match="at least one critique"):
+        LoopState.start("p", 1).record([], [], StopRule())
+
+
+def test_stop_dimensions_parse_keys_and_titles():
+    assert parse_stop_dimensions("text_faithfulness, Physical Quality") == ("text_faithfulness", "physical_quality")
+    for bad in ("", " , ", "text_faithfulness, sharpness"):
+        with pytest.raises(ValueError, match="comma-separated keys"):
+            parse_stop_dimensions(bad)

@@ -450,3 +450,38 @@ def test_real_server_wrong_model_and_forced_answer(tf_serve):
     b.model = ""
     assert b.check() == tf_serve.model
     assert b.generate([req()], OPTS, forced=["## Score: 3"]) == ["## Score: 3"]
+
+
+# -- Retry-After and jitter (the waits asked for, not measured) ------------------------------------------
+
+def test_retry_after_reads_seconds_and_http_dates():
+    from datetime import datetime, timezone
+
+    from rationalrewards.backends.openai_server import retry_after_seconds
+    now = datetime(2026, 12, 1, 10, 0, 0, tzinfo=timezone.utc)
+    assert retry_after_seconds("2", now) == 2.0 and retry_after_seconds(" 0.5 ", now) == 0.5
+    assert retry_after_seconds("Tue, 01 Dec 2026 10:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("Tue, 01 Dec 2026 09:59:00 GMT", now) == 0.0      # already past: no wait
+    assert retry_after_seconds("-3", now) == 0.0
+    for garbage in (None, "", "soon", "nan", "Tue, 99 Foo 2026"):
+        assert retry_after_seconds(garbage, now) is None
+
+
+def test_waits_follow_retry_after_dates_and_jittered_backoff(peer):
+    from email.utils import format_datetime
+    from datetime import datetime, timedelta, timezone
+    later = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=20), usegmt=True)
+    peer.script = [Reply(503, {}, headers={"Retry-After": later}), Reply(429, {}, headers={"Retry-After": "0.25"}),
+                   Reply(502, {}), Reply(500, {})]
+    b = backend(peer, retries=4, backoff_s=0.05, backoff_max_s=30)
+    waits: list[float] = []
+    b._sleep = lambda seconds, stopped: waits.append(seconds)
+    assert b.generate([req()], OPTS) == ["echo:Judge  for: a red cat"]
+    assert len(peer.chat_requests()) == 5 and len(waits) == 4
+    assert 15 < waits[0] <= 20 and waits[1] == 0.25                 # the server's date, then its seconds
+    assert 0.2 <= waits[2] <= 0.25 and 0.4 <= waits[3] <= 0.45      # 0.05 * 2^n plus up to 0.05 of jitter
+    capped = backend(peer, retries=1, backoff_s=0.05, backoff_max_s=0.1)
+    peer.script = [Reply(503, {}, headers={"Retry-After": later})]
+    capped._sleep = lambda seconds, stopped: waits.append(seconds)
+    capped.generate([req()], OPTS)
+    assert waits[-1] == 0.1

@@ -1,0 +1,94 @@
+"""What the critique card shows: every node's ``ui`` payload, built from the core's typed results.
+
+One module for the four cards (``rr_critiques``, ``rr_compare``, ``rr_rank``, ``rr_loop``), so a
+score reads the same everywhere: the names of non-numeric scores come from
+:func:`rationalrewards.critique.score_label` (sent as ``labels``), and the loop's prompt diff is
+computed here with :mod:`difflib`. The browser's card (``web/rr_card_dom.js``) only renders what
+these functions return. Plain JSON-able dicts; no ComfyUI import (thumbnails are the node's part).
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from typing import Any, Sequence
+
+from .critic import Ranked
+from .critique import Critique, PairwiseCritique, ScoreStatus, score_label
+from .loop import History
+from .rubric import BY_KEY
+
+Weights = str | dict[str, float] | None
+_WORDS = re.compile(r"(\s+)")
+
+
+def card_labels() -> dict[str, str]:
+    """How the card names a score that is not a number, by status (``overall``: a missing aggregate)."""
+    return {ScoreStatus.NA.value: score_label(None, ScoreStatus.NA, "card"),
+            ScoreStatus.MISSING.value: score_label(None, ScoreStatus.MISSING, "card"),
+            "overall": score_label(None, ScoreStatus.MISSING, "aggregate")}
+
+
+def critique_entry(critique: Critique, weights: Weights = "equal", prompt: str | None = None) -> dict[str, Any]:
+    """One pointwise critique as the card shows it (``Critique.to_dict`` without the raw answer)."""
+    entry = critique.to_dict(weights) | {"raw": None}
+    if prompt is not None:
+        entry["prompt"] = prompt
+    return entry | {"labels": card_labels()}
+
+
+def critiques_card(critiques: Sequence[Critique], prompts: Sequence[str], weights: Weights = "equal") -> dict:
+    """``ui`` of Critique Image / Critique Edit: one entry per image."""
+    return {"rr_critiques": [critique_entry(c, weights, p) for c, p in zip(critiques, prompts)]}
+
+
+def compare_data(result: PairwiseCritique, prompt: str, rule: str | None = None) -> dict[str, Any]:
+    """The comparison as data (Compare's ``dimensions_json`` output and its card entry), decided by ``rule``."""
+    return result.to_dict(rule) | {"raw": None, "prompt": prompt}
+
+
+def compare_card(result: PairwiseCritique, prompt: str, rule: str | None = None) -> dict:
+    """``ui`` of Compare (the node adds the A/B thumbnails)."""
+    return {"rr_compare": [compare_data(result, prompt, rule) | {"labels": card_labels()}]}
+
+
+def rank_card(ranked: Sequence[Ranked], rows: list[dict], prompt: str, weights: Weights = "equal") -> dict:
+    """``ui`` of Rank: the table rows (best first) and each candidate's critique, in the same order."""
+    return {"rr_rank": [{"prompt": prompt, "rows": rows,
+                         "critiques": [critique_entry(r.critique, weights) for r in ranked],
+                         "labels": card_labels()}]}
+
+
+def word_diff(before: str, after: str) -> list[dict[str, str]]:
+    """Word-level diff of two prompts for display: ``[{"op": "same"|"add"|"del", "text": ...}]``,
+    white space kept, neighbouring parts of one kind merged."""
+    a, b = _WORDS.split(before), _WORDS.split(after)
+    out: list[dict[str, str]] = []
+
+    def push(op: str, parts: list[str]) -> None:
+        text = "".join(parts)
+        if not text:
+            return
+        if out and out[-1]["op"] == op:
+            out[-1]["text"] += text
+        else:
+            out.append({"op": op, "text": text})
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            push("same", a[i1:i2])
+        else:
+            push("del", a[i1:i2])
+            push("add", b[j1:j2])
+    return out
+
+
+def loop_card(history: History, critiques: Sequence[Critique]) -> dict:
+    """``ui`` of Refine Loop End: the history, dimension titles, each round's score statuses (the round
+    scores are None for both N/A and unreadable) and each round's prompt diff against the round before."""
+    prompts = [r.prompt for r in history.rounds]
+    entry = json.loads(history.to_json()) | {
+        "titles": {k: BY_KEY[k].title for k in (critiques[-1].dimensions if critiques else {})},
+        "statuses": [{k: d.status.value for k, d in c.dimensions.items()} for c in critiques],
+        "diffs": [None] + [word_diff(a, b) for a, b in zip(prompts, prompts[1:])],
+        "labels": card_labels()}
+    return {"rr_loop": [entry]}

@@ -1,0 +1,111 @@
+"""The card payloads (models/cards.py), the one function that names a score's state, and the texts
+built on it (critique report, compare rationale, rank table, loop history)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rationalrewards import rank
+from rationalrewards.cards import (card_labels, compare_card, compare_data, critiques_card, loop_card, rank_card,
+                                   word_diff)
+from rationalrewards.critic import rank_rows, rank_table
+from rationalrewards.critique import ScoreStatus, overall_label, score_label
+from rationalrewards.loop import History, StopRule
+from rationalrewards.rubric import Task
+from tests.unit.test_critique import crit, pair
+
+
+@pytest.mark.parametrize("style, na, missing, absent", [
+    ("report", "N/A", "missing", "missing"), ("card", "N/A", "unreadable", "unreadable"),
+    ("table", "n/a", "n/a", "missing"), ("aggregate", "n/a", "n/a", "n/a")])
+def test_score_label_names_each_state_per_surface(style, na, missing, absent):
+    assert score_label(3.25, ScoreStatus.OK, style) == "3.25"
+    assert score_label(3.25, ScoreStatus.OK, style, ".3f") == "3.250"
+    assert score_label(None, ScoreStatus.NA, style) == na
+    assert score_label(None, ScoreStatus.MISSING, style) == missing
+    assert score_label(math.nan, ScoreStatus.OK, style) == missing      # an OK status without a number
+    assert score_label(None, None, style) == absent
+    with pytest.raises(ValueError, match="score style"):
+        score_label(None, ScoreStatus.NA, "nowhere")
+    assert overall_label(math.nan) == "n/a" and overall_label(0.5) == "0.500"
+
+
+def test_texts_use_the_one_naming_function():
+    c = crit(text_faithfulness=3.5, physical_quality=None, text_rendering="na")
+    lines = c.report().splitlines()
+    assert "Text Faithfulness: 3.50" in lines and "Physical and Visual Quality: missing" in lines
+    assert "Text Rendering: N/A" in lines and "Overall (0-1): n/a" in lines
+    p = pair(text_faithfulness=(3, 2), physical_quality=(4, "absent"), text_rendering=("na", "na"))
+    rationale = p.report("strict").splitlines()
+    assert rationale[0] == "Winner: undecided (A n/a vs B n/a)"
+    assert p.report().splitlines()[0] == "Winner: A (A 9.500 vs B 7.000)"   # published: B's missing score = 2.5
+    assert "Text Faithfulness: A 3.000 / B 2.000 -> A" in rationale
+    assert "Physical and Visual Quality: A 4.000 / B missing -> undecided" in rationale
+    assert "Text Rendering: A n/a / B n/a -> tie" in rationale
+    decided = pair(text_faithfulness=(3, 2), physical_quality=(4, 4), text_rendering=("na", "na"))
+    assert decided.report().splitlines()[0] == "Winner: A (A 9.500 vs B 8.500)"
+
+
+def test_rank_table_and_rows():
+    crits = [crit(text_faithfulness=2, physical_quality=2, text_rendering="na"),
+             crit(text_faithfulness=4, physical_quality=None, text_rendering=3),
+             crit(text_faithfulness=4, physical_quality=3.5, text_rendering="na")]
+    ranked = rank(crits)
+    rows = rank_rows(ranked)
+    assert [(r["rank"], r["index"]) for r in rows] == [(1, 2), (2, 0), (3, 1)]
+    assert rows[0]["overall"] == pytest.approx(((4 + 3.5) / 2 - 1) / 3) and rows[2]["overall"] is None
+    assert rows[2]["scores"] == {"text_faithfulness": 4.0, "physical_quality": None, "text_rendering": 3.0}
+    assert rank_table(ranked).splitlines() == [
+        "rank | index | overall | Text Faithfulness | Physical and Visual Quality | Text Rendering",
+        f"1 | 2 | {rows[0]['overall']:.3f} | 4.000 | 3.500 | n/a",
+        "2 | 0 | 0.333 | 2.000 | 2.000 | n/a",
+        "3 | 1 | n/a | 4.000 | n/a | 3.000"]
+    [card] = rank_card(ranked, rows, "a fox")["rr_rank"]
+    assert card["rows"] is rows and [c["dimensions"][0]["score"] for c in card["critiques"]] == [4.0, 2.0, 4.0]
+    assert card["labels"] == card_labels() and all(c["raw"] is None for c in card["critiques"])
+
+
+def test_critique_and_compare_payloads():
+    c = crit(Task.EDIT, text_faithfulness=3, image_faithfulness=None, physical_quality=2, text_rendering="na")
+    c.raw = "the model's whole answer"
+    [entry] = critiques_card([c], ["make it night"], "rl_edit")["rr_critiques"]
+    assert entry == c.to_dict("rl_edit") | {"raw": None, "prompt": "make it night", "labels": card_labels()}
+    assert card_labels() == {"n/a": "N/A", "missing": "unreadable", "overall": "n/a"}
+    p = pair(text_faithfulness=(3, 2), physical_quality=(4, 4), text_rendering=("na", "na"))
+    data = compare_data(p, "a fox")
+    assert data["winner"] == "A" and data["prompt"] == "a fox" and data["raw"] is None and "labels" not in data
+    assert compare_card(p, "a fox") == {"rr_compare": [data | {"labels": card_labels()}]}
+
+
+@pytest.mark.parametrize("before, after", [
+    ("a red cat in a garden", "a red cat with five toes in a sunny garden"),
+    ("  leading and trailing  ", "leading, trailing\nand more"), ("", "new"), ("same words", "same words"),
+    ("drop everything", "")])
+def test_word_diff_rebuilds_both_prompts(before, after):
+    parts = word_diff(before, after)
+    assert "".join(p["text"] for p in parts if p["op"] != "add") == before
+    assert "".join(p["text"] for p in parts if p["op"] != "del") == after
+    assert all(p["text"] for p in parts) and all(a["op"] != b["op"] for a, b in zip(parts, parts[1:]))
+
+
+def test_word_diff_marks_whole_words():
+    parts = word_diff("a red cat in a garden", "a red cat with five toes in a sunny garden")
+    assert [p["text"].strip() for p in parts if p["op"] == "add"] == ["with five toes", "sunny"]
+    assert not [p for p in parts if p["op"] == "del"]
+
+
+def test_loop_payload():
+    rule = StopRule(max_rounds=3)
+    history = History()
+    first = crit(text_faithfulness=2, physical_quality=2, text_rendering="na")
+    second = crit(text_faithfulness=None, physical_quality=3, text_rendering="na")
+    history.add(first, "a red cat", 1, rule)
+    history.add(second, "a red cat, sharp", 1, rule)
+    [entry] = loop_card(history, [first, second])["rr_loop"]
+    assert entry["rounds"] == history.to_dict()["rounds"] and entry["best"] == 0
+    assert entry["titles"] == {"text_faithfulness": "Text Faithfulness",
+                               "physical_quality": "Physical and Visual Quality", "text_rendering": "Text Rendering"}
+    assert entry["statuses"][1] == {"text_faithfulness": "missing", "physical_quality": "ok", "text_rendering": "n/a"}
+    assert entry["diffs"] == [None, word_diff("a red cat", "a red cat, sharp")]
+    assert entry["labels"] == card_labels()
