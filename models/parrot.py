@@ -68,7 +68,6 @@ BELOW_MARGIN = "label recovered below the margin"
 PROJECTION_UNREADABLE = "projection unreadable"
 PROJECTION_CONTRADICTS = "projection contradicts the label"
 
-_FIELD = re.compile(r"\{(preferred|rationale|side)\}")
 _THINK = re.compile(r"^.*</think>", re.DOTALL)
 
 
@@ -163,9 +162,9 @@ def _scripted(script: AnswerScript | None, ask: _Ask) -> str | None:
 def _request(critic: Critic, ask: _Ask) -> ChatRequest:
     """The critic's own prompt for the item, plus the phase's addendum (a template file) as a last text part."""
     base = critic.build(ask.item())
-    addendum = load_template(ADDENDA[ask.phase], critic.template_dir)
-    text = _FIELD.sub(lambda m: str(ask.fields.get(m.group(1), m.group(0))), addendum)
-    return replace(base, parts=base.parts + (("text", text),))
+    addendum = render(load_template(ADDENDA[ask.phase], critic.template_dir), ask.pair.prompt.strip(), [],
+                      {k: str(v) for k, v in ask.fields.items()})
+    return replace(base, parts=base.parts + addendum.parts)
 
 
 # -- the per-phase answer files ------------------------------------------------------------------------
