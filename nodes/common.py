@@ -27,6 +27,7 @@ CATEGORY = "RationalRewards"
 MODEL_FOLDER = "rationalrewards"
 
 CriticType = io.Custom("RR_CRITIC")
+CRITIC_TOOLTIP = "The critic: from Load RationalRewards Critic (or Connect to Critic Server)"
 CritiqueType = io.Custom("RR_CRITIQUE")
 
 
@@ -92,22 +93,29 @@ def to_pil_list(images: torch.Tensor, node: str, what: str = "image") -> list[Im
 
 def generation_inputs() -> list:
     return [
-        io.Int.Input("max_new_tokens", default=2048, min=16, max=8192, step=16,
-                     tooltip="Token budget for the critique (the authors used 2048). Lower is faster but may "
-                             "cut the critique before the refined prompt."),
-        io.Float.Input("temperature", default=0.1, min=0.0, max=2.0, step=0.05,
-                       tooltip="Sampling temperature (0 = greedy). 0.1 is the authors' setting."),
-        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
-                     tooltip="Seed for sampling; the same seed reproduces the same critique. Uses a local "
-                             "generator, never ComfyUI's global RNG."),
+        io.Int.Input("max_new_tokens", display_name="max answer length (tokens)", default=2048, min=16, max=8192,
+                     step=16,
+                     tooltip="The longest critique the critic may write, in tokens (default 2048, the authors' "
+                             "setting). Most critiques end well before it; lower is faster but may cut the critique "
+                             "before the refined prompt."),
+        io.Float.Input("temperature", display_name="randomness (temperature)", default=0.1, min=0.0, max=2.0,
+                       step=0.05,
+                       tooltip="How freely the critic picks its words: 0 always gives the same critique, 0.1 (the "
+                               "default) is the authors' setting."),
+        io.Int.Input("seed", display_name="critique seed", default=0, min=0, max=0xFFFFFFFF,
+                     control_after_generate=False,
+                     tooltip="Seed of the critic's sampling, not of your generator: the same seed reproduces the same "
+                             "critique. Uses its own random generator, never ComfyUI's."),
     ]
 
 
 def weights_input() -> io.Combo.Input:
-    return io.Combo.Input("weights", options=list(WEIGHT_PRESETS), default="equal",
-                          tooltip="How dimensions combine into the overall score. equal: mean of every "
-                                  "non-N/A score (the published reward). rl_edit: leaves Image Faithfulness out, "
-                                  "as the authors' editing RL trainers did.")
+    return io.Combo.Input("weights", display_name="overall score from", options=list(WEIGHT_PRESETS),
+                          default="equal",
+                          tooltip="How the per-dimension scores combine into the 0-1 overall score (nothing to do "
+                                  "with LoRA weights). equal: the mean of every dimension that applies (the published "
+                                  "reward). rl_edit: the same without Image Faithfulness, as the authors' editing RL "
+                                  "training did.")
 
 
 def options_from(max_new_tokens: int, temperature: float, seed: int) -> GenerationOptions:

@@ -7,7 +7,7 @@ from comfy_api.latest import io, ui
 
 from ..models.cards import compare_card, compare_data
 from ..models.critique import Winner
-from .common import (CATEGORY, check_critic, CriticType, fail, generating, generation_inputs, options_from,
+from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, fail, generating, generation_inputs, options_from,
                      to_pil_list, user_errors)
 
 NODE = "RR Compare"
@@ -25,13 +25,14 @@ class Compare(io.ComfyNode):
                         "a tie. Connect 'source' to compare two edits of the same source image.",
             is_output_node=True,
             inputs=[
-                CriticType.Input("critic"),
-                io.Image.Input("image_a"),
-                io.Image.Input("image_b"),
+                CriticType.Input("critic", tooltip=CRITIC_TOOLTIP),
+                io.Image.Input("image_a", display_name="image A", tooltip="The first candidate"),
+                io.Image.Input("image_b", display_name="image B", tooltip="The second candidate"),
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The prompt (or editing instruction) both images answer"),
-                io.Image.Input("source", optional=True,
-                               tooltip="Optional source image: compares two edits of it (Edit rubric)"),
+                io.Image.Input("source", display_name="before (source, for edits)", optional=True,
+                               tooltip="Optional: the image before editing. Connected, A and B are judged as two "
+                                       "edits of it (the Edit rubric, with Image Faithfulness)"),
                 *generation_inputs(),
             ],
             outputs=[
