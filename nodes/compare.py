@@ -58,7 +58,7 @@ class Compare(io.ComfyNode):
             if len(a) != 1 or len(b) != 1 or (src is not None and len(src) != 1):
                 raise fail(NODE, "compare takes single images (batch of 1 each); use 'Rank Images' for batches")
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(handle, options, 1, image_a, image_b, source) as hooks:
+            with generating(handle, options, 1, image_a, image_b, source, node=NODE) as hooks:
                 result = handle.critic.compare(a[0], b[0], prompt, options, source=src[0] if src else None,
                                                **hooks)
         winner = result.winner

@@ -66,7 +66,7 @@ class CritiqueImage(io.ComfyNode):
         with user_errors(node):
             images = to_pil_list(image, node)
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(handle, options, len(images), image) as hooks:
+            with generating(handle, options, len(images), image, node=node) as hooks:
                 crits = handle.critic.critique(images, prompt, options, **hooks)
         prompts = [prompt] * len(crits)
         data = CritiqueSet(crits, prompts, weights, images=image)
@@ -110,7 +110,7 @@ class CritiqueEdit(io.ComfyNode):
                 raise fail(node, f"source has {len(sources)} images but edited has {len(edits)}; give one source "
                                  "for all edits, or exactly one source per edited image")
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(handle, options, len(edits), source, edited) as hooks:
+            with generating(handle, options, len(edits), source, edited, node=node) as hooks:
                 crits = handle.critic.critique(edits, instruction, options, sources=sources, **hooks)
         prompts = [instruction] * len(crits)
         data = CritiqueSet(crits, prompts, weights, images=edited, sources=source)

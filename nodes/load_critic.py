@@ -1,14 +1,16 @@
 """Load critic: a checkpoint folder or Hugging Face id → RR_CRITIC."""
 from __future__ import annotations
 
+import time
+
 import comfy.utils
 from comfy_api.latest import io
 
-from ..models.backends.transformers_backend import DECODING, DTYPES, available_attention, pick_dtype
+from ..models.backends.transformers_backend import DECODING, DTYPES, available_attention, pick_dtype, resolve_decoding
 from ..models.loader import KNOWN_CRITICS, list_local, load_critic, model_choices
 from ..models.script import AnswerScript
 from . import residency
-from .common import CATEGORY, CRITIC_TOOLTIP, CriticType, check_critic, fail, model_dirs, user_errors
+from .common import CATEGORY, CRITIC_TOOLTIP, CriticType, check_critic, fail, model_dirs, status, user_errors
 
 NODE = "RR Load Critic"
 MAX_PIXELS_DEFAULT = 0   # 0: the checkpoint processor's own limit
@@ -93,14 +95,29 @@ class LoadCritic(io.ComfyNode):
         # Weights load into RAM (the offload device) in the dtype of the compute device; ComfyUI's memory
         # manager moves them when a critique runs (nodes/residency.py).
         dtype = next(k for k, v in DTYPES.items() if v == pick_dtype(dtype, target))
+        started = time.monotonic()
+        status(NODE, f"loading {name} into RAM ({dtype}); an 8B critic reads about 17.5 GB, which takes a while "
+                     "the first time")
+        downloading = []
+
+        def progress(done: int, total: int) -> None:
+            if not downloading:
+                downloading.append(True)
+                status(NODE, f"downloading {name} from Hugging Face into models/rationalrewards/")
+            bar.update_absolute(int(100 * done / max(total, 1)))
+
         with user_errors(NODE):
             critic = load_critic(name, model_dirs(), allow_download=allow_download, dtype=dtype,
                                  device=residency.offload_device(target).type,
                                  attention=attention, max_pixels=max_pixels or None, batch_size=batch_size,
-                                 decoding=decoding,
-                                 progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
-        return io.NodeOutput(residency.CriticHandle(critic, residency.attach(critic.backend.model, target,
-                                                                             keep_loaded=keep_loaded)))
+                                 decoding=decoding, progress=progress)
+        handle = residency.CriticHandle(critic, residency.attach(critic.backend.model, target, keep_loaded=keep_loaded))
+        bar.update_absolute(100)
+        mode = resolve_decoding(getattr(critic.backend, "decoding", decoding), target)
+        status(NODE, f"loaded in {time.monotonic() - started:.1f} s; critiques run on {target.type}, decoding "
+                     f"{mode}" + (" (the first critique compiles first: a minute or more)" if mode == "compiled"
+                                  else ""))
+        return io.NodeOutput(handle)
 
 
 class ReplayAnswers(io.ComfyNode):

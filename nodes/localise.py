@@ -189,9 +189,10 @@ class DefectPhrases(io.ComfyNode):
             if data.critiques[index].task is Task.EDIT and data.sources is not None:
                 sources = to_pil_list(data.sources, node, "source")
                 source = sources[min(index, len(sources) - 1)]
-            with generating(handle, options, 1, data.images, data.sources) as hooks:
+            with generating(handle, options, 1, data.images, data.sources, node=node) as hooks:
                 result = ask_regions(handle.critic, data.critiques[index], data.prompts[index], image, source,
-                                     max_regions=max_regions, options=options, **hooks)
+                                     max_regions=max_regions, options=options, progress=hooks["progress"],
+                                     should_stop=hooks["should_stop"])
         return result
 
 

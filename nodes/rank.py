@@ -63,7 +63,7 @@ class Rank(io.ComfyNode):
             if sources is not None and len(sources) == 1:
                 sources = sources * len(pils)
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(handle, options, len(pils), images, source) as hooks:
+            with generating(handle, options, len(pils), images, source, node=NODE) as hooks:
                 crits = handle.critic.critique(pils, prompt, options, sources=sources, **hooks)
         ranked = rank(crits, weights)
         order = torch.tensor([r.index for r in ranked], dtype=torch.long)
