@@ -80,4 +80,8 @@ def test_status_shows_while_the_critic_loads_and_writes_and_the_bar_ends_with_th
     assert values == sorted(values), "the bar went backwards"
     assert values[-1] == bar[0][1], "the bar did not reach its end when the answer ended"
     assert len({v for v in values if 0 < v < bar[0][1]}) >= 3, f"the bar did not move with the answer: {values}"
+    # the widgets carry the plain names (from the pack's locales), the ids stay what workflows save
+    labels = comfy_page.page.evaluate("""(id) => Object.fromEntries(window.app.graph.getNodeById(Number(id))
+        .widgets.filter(w => w.name).map(w => [w.name, w.label || w.name]))""", loader.id)
+    assert labels["batch_size"] == "images per critic pass" and labels["dtype"] == "precision", labels
     assert not comfy_page.errors

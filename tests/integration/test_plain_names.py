@@ -139,3 +139,15 @@ def test_rank_refuses_a_source_batch_that_does_not_match(comfy_server, models_di
     g, _ = _rank_graph(models_dir, comfy_server.fresh_seed(), sources=2)
     err = execution_error(comfy_server.run(g, check=False, timeout=120))
     assert err and "RR Rank" in err["exception_message"] and "source has 2 images" in err["exception_message"]
+
+
+def test_the_frontend_gets_the_plain_names_from_the_packs_locales(comfy_server):
+    """ComfyUI's frontend labels widgets from the packs' locales/ (served at /i18n), not from the V3
+    display_name of an input: the shipped file must say what the schemas say."""
+    from scripts.node_locales import node_defs
+    shipped = json.loads((Path(__file__).parent.parent.parent / "locales" / "en" / "nodeDefs.json").read_text())
+    assert shipped == node_defs(comfy_server.object_info()), \
+        "locales/en/nodeDefs.json is stale: run python -m scripts.node_locales http://HOST:PORT"
+    served = comfy_server.get("/i18n").json()["en"]["nodeDefs"]
+    assert served["RR_LoadCritic"]["inputs"]["batch_size"]["name"] == "images per critic pass"
+    assert served["RR_RefineLoopEnd"]["inputs"]["stop_dimensions"]["name"] == "good enough when these"
