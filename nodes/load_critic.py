@@ -111,7 +111,8 @@ class LoadCritic(io.ComfyNode):
                                  device=residency.offload_device(target).type,
                                  attention=attention, max_pixels=max_pixels or None, batch_size=batch_size,
                                  decoding=decoding, progress=progress)
-        handle = residency.CriticHandle(critic, residency.attach(critic.backend.model, target, keep_loaded=keep_loaded))
+        handle = residency.CriticHandle(critic, residency.attach(critic.backend.model, target,
+                                                                 keep_loaded=keep_loaded))
         bar.update_absolute(100)
         mode = resolve_decoding(getattr(critic.backend, "decoding", decoding), target)
         status(NODE, f"loaded in {time.monotonic() - started:.1f} s; critiques run on {target.type}, decoding "
