@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from PIL import Image
 
@@ -16,6 +16,7 @@ from .backends.base import Backend, GenerationOptions, ProgressFn, StopFn
 from .critique import Critique, PairwiseCritique, ScoreStatus, overall_label, score_label
 from .images import prepare
 from .parser import parse_critique, parse_pairwise
+from .progress import AnswerProgress, headers_in
 from .prompting import ChatRequest, Template, TemplateDirs, _dirs, get_template, render, template_name
 from .rubric import Task, dimensions_for
 from .script import AnswerScript
@@ -71,19 +72,32 @@ class Critic:
         return render(self.template(item.task, item.mode), item.request.strip(), images)
 
     def run(self, items: Sequence[Item], options: GenerationOptions | None = None, *,
-            progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> list[str]:
-        """Raw answers for ``items`` (validated and rendered first, so bad input fails before the model runs)."""
+            progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+            answer_progress: Callable[[float], None] | None = None) -> list[str]:
+        """Raw answers for ``items`` (validated and rendered first, so bad input fails before the model runs).
+
+        ``progress`` counts tokens against the budget; ``answer_progress`` gets the fraction of the
+        answers written (by their sections, see models/progress.py), which reaches 1.0 when they end."""
         options = options or GenerationOptions()
         requests = [self.build(it) for it in items]
         forced = [self.script.answer_for(it.task, it.mode, it.request) if self.script else None
                   for it in items]
-        return self.backend.generate(requests, options, forced=forced, progress=progress,
-                                     should_stop=should_stop)
+        extra = {}
+        tracker = None
+        if answer_progress is not None:
+            tracker = AnswerProgress([headers_in(r.text) for r in requests], answer_progress)
+            extra["stream"] = tracker
+        answers = self.backend.generate(requests, options, forced=forced, progress=progress,
+                                        should_stop=should_stop, **extra)
+        if tracker is not None:
+            tracker.finish()
+        return answers
 
     # -- what users call ------------------------------------------------------------------------------
     def critique(self, images: Sequence[Image.Image], prompts: str | Sequence[str],
                  options: GenerationOptions | None = None, *, sources: Sequence[Image.Image] | None = None,
-                 progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> list[Critique]:
+                 progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                 answer_progress: Callable[[float], None] | None = None) -> list[Critique]:
         """Pointwise critiques, one per image. With ``sources`` the task is Edit (one source per image)."""
         prompts = _per_item(prompts, len(images), "prompts")
         task = Task.EDIT if sources is not None else Task.T2I
@@ -91,17 +105,19 @@ class Critic:
             raise CritiqueInputError(f"{len(sources)} source images for {len(images)} edited images")
         items = [Item(task, "pointwise", p, (img,) if sources is None else (sources[i], img))
                  for i, (img, p) in enumerate(zip(images, prompts))]
-        answers = self.run(items, options, progress=progress, should_stop=should_stop)
+        answers = self.run(items, options, progress=progress, should_stop=should_stop,
+                           answer_progress=answer_progress)
         record = {"template": self.template(task, "pointwise").info(), "image_size": self.image_size()}
         return [_recorded(parse_critique(a, task), record) for a in answers]
 
     def compare(self, image_a: Image.Image, image_b: Image.Image, prompt: str,
                 options: GenerationOptions | None = None, *, source: Image.Image | None = None,
-                progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> PairwiseCritique:
+                progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                answer_progress: Callable[[float], None] | None = None) -> PairwiseCritique:
         task = Task.EDIT if source is not None else Task.T2I
         images = (image_a, image_b) if source is None else (source, image_a, image_b)
         answer = self.run([Item(task, "pairwise", prompt, images)], options, progress=progress,
-                          should_stop=should_stop)[0]
+                          should_stop=should_stop, answer_progress=answer_progress)[0]
         record = {"template": self.template(task, "pairwise").info(), "image_size": self.image_size()}
         return _recorded(parse_pairwise(answer, task), record)
 

@@ -16,19 +16,36 @@ from typing import Any, Sequence
 from .critic import rank
 from .critique import Critique, ScoreStatus, overall_label
 from .refine import refine
-from .rubric import BY_KEY
+from .rubric import ALL_DIMENSIONS, BY_KEY, dimension_named
 
 DEFAULT_STOP_DIMENSIONS = ("text_faithfulness", "physical_quality")
 SEED_POLICIES = ("same", "increment")
 
 
+def stop_dimension_names(keys: tuple[str, ...] = DEFAULT_STOP_DIMENSIONS) -> str:
+    """The stop dimensions as the user types them: on-screen titles, comma-separated."""
+    return ", ".join(BY_KEY[k].title for k in keys)
+
+
 def parse_stop_dimensions(text: str) -> tuple[str, ...]:
-    """Comma-separated dimension keys (``Text Faithfulness`` reads as ``text_faithfulness``)."""
-    keys = tuple(k.strip().lower().replace(" ", "_") for k in text.split(",") if k.strip())
-    unknown = [k for k in keys if k not in BY_KEY]
-    if unknown or not keys:
-        raise ValueError(f"stop_dimensions must be comma-separated keys from {', '.join(BY_KEY)}; got {text!r}")
-    return keys
+    """Dimension keys from a comma-separated list of on-screen names (keys and aliases also work).
+
+    Raises ValueError naming what was not recognised and the names that are, so a typo fails at
+    queue time instead of silently never stopping the loop."""
+    names = [part.strip() for part in (text or "").split(",") if part.strip()]
+    allowed = ", ".join(d.title for d in ALL_DIMENSIONS)
+    if not names:
+        raise ValueError(f"no stop dimension given; list one or more of: {allowed}")
+    unknown = [n for n in names if dimension_named(n) is None]
+    if unknown:
+        raise ValueError(f"unknown stop dimension {', '.join(repr(u) for u in unknown)}; "
+                         f"use the names shown on the critique card, comma-separated: {allowed}")
+    keys: list[str] = []
+    for n in names:
+        key = dimension_named(n).key
+        if key not in keys:
+            keys.append(key)
+    return tuple(keys)
 
 
 @dataclass(frozen=True)

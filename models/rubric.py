@@ -78,3 +78,13 @@ def resolve_weights(weights: str | dict[str, float] | None) -> dict[str, float]:
     full = {d.key: 1.0 for d in ALL_DIMENSIONS}
     full.update({k: float(v) for k, v in weights.items()})
     return full
+
+
+def dimension_named(name: str) -> Dimension | None:
+    """The dimension a user means by ``name``: its on-screen title ("Physical and Visual Quality"),
+    its key ("physical_quality", as saved by earlier workflows) or a known alias; case-insensitive."""
+    wanted = " ".join(name.replace("_", " ").split()).lower()
+    for d in ALL_DIMENSIONS:
+        if wanted in (d.title.lower(), d.key.replace("_", " ")) or wanted in d.aliases:
+            return d
+    return None

@@ -9,10 +9,11 @@ from .localise import DefectPhrases, LoadGrounding, LocaliseDefects
 from .loop import RefineLoopEnd, RefineLoopStart
 from .rank import Rank
 from .refine import RefinePrompt
+from .save import SaveCritique
 from .server_critic import ServerCritic
 
 NODES = [LoadCritic, ReplayAnswers, CritiqueImage, CritiqueEdit, Compare, Rank, RefinePrompt, RefineLoopStart,
-         RefineLoopEnd, ServerCritic, LoadGrounding, DefectPhrases, LocaliseDefects]
+         RefineLoopEnd, ServerCritic, LoadGrounding, DefectPhrases, LocaliseDefects, SaveCritique]
 
 
 class RationalRewardsExtension(ComfyExtension):

@@ -1,7 +1,10 @@
 """What every RationalRewards node shares: custom types, tensor<->PIL, progress/interrupt, errors."""
 from __future__ import annotations
 
+import logging
 import os
+import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -24,11 +27,13 @@ from ..models.prompting import TemplateError
 from ..models.rubric import WEIGHT_PRESETS
 from . import residency
 
+log = logging.getLogger("RationalRewards")
 CATEGORY = "RationalRewards"
 MODEL_FOLDER = "rationalrewards"
 TEMPLATE_FOLDER = "rationalrewards_templates"   # user prompt templates, read before the pack's own
 
 CriticType = io.Custom("RR_CRITIC")
+CRITIC_TOOLTIP = "The critic: from Load RationalRewards Critic (or Connect to Critic Server)"
 CritiqueType = io.Custom("RR_CRITIQUE")
 
 
@@ -104,22 +109,29 @@ def to_pil_list(images: torch.Tensor, node: str, what: str = "image") -> list[Im
 
 def generation_inputs() -> list:
     return [
-        io.Int.Input("max_new_tokens", default=2048, min=16, max=8192, step=16,
-                     tooltip="Token budget for the critique (the authors used 2048). Lower is faster but may "
-                             "cut the critique before the refined prompt."),
-        io.Float.Input("temperature", default=0.1, min=0.0, max=2.0, step=0.05,
-                       tooltip="Sampling temperature (0 = greedy). 0.1 is the authors' setting."),
-        io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
-                     tooltip="Seed for sampling; the same seed reproduces the same critique. Uses a local "
-                             "generator, never ComfyUI's global RNG."),
+        io.Int.Input("max_new_tokens", display_name="max answer length (tokens)", default=2048, min=16, max=8192,
+                     step=16,
+                     tooltip="The longest critique the critic may write, in tokens (default 2048, the authors' "
+                             "setting). Most critiques end well before it; lower is faster but may cut the critique "
+                             "before the refined prompt."),
+        io.Float.Input("temperature", display_name="randomness (temperature)", default=0.1, min=0.0, max=2.0,
+                       step=0.05,
+                       tooltip="How freely the critic picks its words: 0 always gives the same critique, 0.1 (the "
+                               "default) is the authors' setting."),
+        io.Int.Input("seed", display_name="critique seed", default=0, min=0, max=0xFFFFFFFF,
+                     control_after_generate=False,
+                     tooltip="Seed of the critic's sampling, not of your generator: the same seed reproduces the same "
+                             "critique. Uses its own random generator, never ComfyUI's."),
     ]
 
 
 def weights_input() -> io.Combo.Input:
-    return io.Combo.Input("weights", options=list(WEIGHT_PRESETS), default="equal",
-                          tooltip="How dimensions combine into the overall score. equal: mean of every "
-                                  "non-N/A score (the published reward). rl_edit: leaves Image Faithfulness out, "
-                                  "as the authors' editing RL trainers did.")
+    return io.Combo.Input("weights", display_name="overall score from", options=list(WEIGHT_PRESETS),
+                          default="equal",
+                          tooltip="How the per-dimension scores combine into the 0-1 overall score (nothing to do "
+                                  "with LoRA weights). equal: the mean of every dimension that applies (the published "
+                                  "reward). rl_edit: the same without Image Faithfulness, as the authors' editing RL "
+                                  "training did.")
 
 
 def options_from(max_new_tokens: int, temperature: float, seed: int) -> GenerationOptions:
@@ -127,36 +139,121 @@ def options_from(max_new_tokens: int, temperature: float, seed: int) -> Generati
 
 
 class TokenProgress:
-    """ComfyUI progress bar over the token budget of every critique in a call."""
+    """ComfyUI progress bar over the token budget of every critique in a call (the fallback when a
+    critic cannot follow its answer's sections, e.g. a follow-up with no answer skeleton)."""
 
-    def __init__(self, generations: int, budget: int):
+    def __init__(self, generations: int, budget: int, bar: comfy.utils.ProgressBar | None = None):
         self.budget = budget
-        self.bar = comfy.utils.ProgressBar(max(1, generations * budget))
+        self.bar = bar or comfy.utils.ProgressBar(max(1, generations * budget))
+        self.scale = self.bar.total / max(1, generations * budget)
         self.offset = 0
         self.last = 0
+        self.follows_answer = False   # set once the answer itself reports: tokens no longer move the bar
 
     def __call__(self, done: int, budget: int) -> None:
         if done < self.last:          # a new batch started
             self.offset += self.budget
         self.last = done
-        self.bar.update_absolute(min(self.offset + done, self.bar.total))
+        if not self.follows_answer:
+            self.bar.update_absolute(min(int((self.offset + done) * self.scale), self.bar.total))
+
+
+class AnswerBar:
+    """The node's progress bar, by how much of the answers is written: it ends when the answers end,
+    not when the 2048-token budget would (a critique is usually far shorter)."""
+
+    STEPS = 1000
+
+    def __init__(self, generations: int, budget: int, node: str):
+        self.bar = comfy.utils.ProgressBar(self.STEPS)
+        self.tokens = TokenProgress(generations, budget, self.bar)
+        self.node, self.generations = node, generations
+        self.started = False
+
+    def answer(self, fraction: float) -> None:
+        if not self.started:
+            self.started = True
+            status(self.node, f"writing the critique ({self.generations} answer(s))")
+        self.tokens.follows_answer = True
+        self.bar.update_absolute(min(self.STEPS, int(round(fraction * self.STEPS))))
+
+    def end(self) -> None:
+        self.bar.update_absolute(self.STEPS)
+
+
+def _node_id() -> str | None:
+    """The executing node's id, from ComfyUI's execution context (None outside a run)."""
+    try:
+        from comfy_execution.utils import get_executing_context
+    except ImportError:        # older ComfyUI: the status goes to the log only
+        return None
+    context = get_executing_context()
+    return None if context is None else str(context.node_id)
+
+
+def status(node: str, text: str) -> None:
+    """A line the artist can read while a node works: on the node in the canvas (ComfyUI's progress
+    text, where this ComfyUI has it) and in the log."""
+    log.info("%s: %s", node, text)
+    node_id = _node_id()
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    server = getattr(PromptServer, "instance", None)
+    send = getattr(server, "send_progress_text", None)
+    if send is not None and node_id is not None:
+        try:
+            send(f"{node}: {text}", node_id)
+        except Exception as e:          # a status must never fail the critique
+            log.debug("progress text not sent: %s", e)
+
+
+_seen_shapes: "weakref.WeakKeyDictionary[object, set[int]]" = weakref.WeakKeyDictionary()
+
+
+def _first_run_note(critic: Critic, items: int) -> str:
+    """What the first critique of a session (or a new batch size) costs before any answer appears."""
+    backend = critic.backend
+    mode = getattr(backend, "decoding_mode", None)
+    if mode is None:
+        return ""
+    batch = max(1, min(items, int(getattr(backend, "batch_size", 1))))
+    seen = _seen_shapes.setdefault(backend, set())
+    first = batch not in seen
+    seen.add(batch)
+    if first and mode() in ("compiled", "static"):
+        return (f"; compiling decoding for {batch} image(s) at once (first time this session: a minute or more; "
+                "'plain' decoding on the loader skips it)")
+    if first and not seen - {batch}:
+        return "; warming up (first critique of this critic)"
+    return ""
 
 
 @contextmanager
 def generating(handle: residency.CriticHandle, options: GenerationOptions, items: int,
-               *images: torch.Tensor | None) -> Iterator[dict]:
+               *images: torch.Tensor | None, node: str = "RR critique") -> Iterator[dict]:
     """``with generating(handle, options, n, image[, image2]) as hooks: handle.critic.critique(..., **hooks)``.
 
     Around a node's generation: ComfyUI's memory manager puts the critic on its device (evicting what
-    it must) and takes it back afterwards unless 'keep_loaded'; ``hooks`` are the progress bar over
-    every critique's token budget (batched as the backend batches) and ComfyUI's interrupt check.
+    it must) and takes it back afterwards unless 'keep_loaded'; ``hooks`` are the progress bar (by
+    the answers' sections, with the token budget as fallback; it ends when the answers end) and
+    ComfyUI's interrupt check. The node shows a status line for each step, also in the log.
     ``images`` are the IMAGE inputs one item combines (they size the KV-cache headroom).
     """
     pixels = sum(int(t.shape[-3]) * int(t.shape[-2]) for t in images if isinstance(t, torch.Tensor))
-    batch = max(1, int(getattr(handle.critic.backend, "batch_size", 1)))
+    critic = handle.critic
+    batch = max(1, int(getattr(critic.backend, "batch_size", 1)))
+    bar = AnswerBar(-(-items // batch), options.max_new_tokens, node)
+    started = time.monotonic()
+    if handle.residency is not None:
+        status(node, "putting the critic on its device (ComfyUI makes room if it must)")
     with residency.resident(handle, options, items, pixels):
-        yield {"progress": TokenProgress(-(-items // batch), options.max_new_tokens),
-               "should_stop": comfy.model_management.processing_interrupted}
+        status(node, f"critiquing {items} item(s){_first_run_note(critic, items)}")
+        yield {"progress": bar.tokens, "should_stop": comfy.model_management.processing_interrupted,
+               "answer_progress": bar.answer}
+    bar.end()
+    status(node, f"done: {items} item(s) in {time.monotonic() - started:.1f} s")
 
 
 def check_critic(critic: object, node: str) -> residency.CriticHandle:

@@ -8,7 +8,7 @@ from comfy_api.latest import io, ui
 from ..models.cards import compare_card, compare_data
 from ..models.critique import Winner
 from ..models.rules import DECISION_HELP, DEFAULT_DECISION, DecisionRule
-from .common import (CATEGORY, check_critic, CriticType, fail, generating, generation_inputs, options_from,
+from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, fail, generating, generation_inputs, options_from,
                      to_pil_list, user_errors)
 
 NODE = "RR Compare"
@@ -26,13 +26,14 @@ class Compare(io.ComfyNode):
                         "'source' to compare two edits of the same source image.",
             is_output_node=True,
             inputs=[
-                CriticType.Input("critic"),
-                io.Image.Input("image_a"),
-                io.Image.Input("image_b"),
+                CriticType.Input("critic", tooltip=CRITIC_TOOLTIP),
+                io.Image.Input("image_a", display_name="image A", tooltip="The first candidate"),
+                io.Image.Input("image_b", display_name="image B", tooltip="The second candidate"),
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="The prompt (or editing instruction) both images answer"),
-                io.Image.Input("source", optional=True,
-                               tooltip="Optional source image: compares two edits of it (Edit rubric)"),
+                io.Image.Input("source", display_name="before (source, for edits)", optional=True,
+                               tooltip="Optional: the image before editing. Connected, A and B are judged as two "
+                                       "edits of it (the Edit rubric, with Image Faithfulness)"),
                 io.Combo.Input("decision", options=[r.value for r in DecisionRule], default=DEFAULT_DECISION.value,
                                optional=True,
                                tooltip=" ".join(DECISION_HELP[r] + "." for r in DecisionRule)),
@@ -66,7 +67,7 @@ class Compare(io.ComfyNode):
             if decision not in [r.value for r in DecisionRule]:
                 raise fail(NODE, f"decision must be one of {[r.value for r in DecisionRule]}, not {decision!r}")
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(handle, options, 1, image_a, image_b, source) as hooks:
+            with generating(handle, options, 1, image_a, image_b, source, node=NODE) as hooks:
                 result = handle.critic.compare(a[0], b[0], prompt, options, source=src[0] if src else None,
                                                **hooks)
         verdict = result.decide(decision)

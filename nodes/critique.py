@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..models.cards import critiques_card
 from ..models.critique import Critique
 from ..models.rubric import Task, dimensions_for
-from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, generation_inputs,
+from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, generation_inputs,
                      options_from, to_pil_list, user_errors, weights_input)
 
 
@@ -46,10 +46,12 @@ class CritiqueImage(io.ComfyNode):
                         "refined prompt. A batch is critiqued image by image (batched on the GPU).",
             is_output_node=True,
             inputs=[
-                CriticType.Input("critic"),
-                io.Image.Input("image", tooltip="One image or a batch; each is critiqued against the prompt"),
+                CriticType.Input("critic", tooltip=CRITIC_TOOLTIP),
+                io.Image.Input("image", tooltip="The image to judge: one image or a batch (each is critiqued against the prompt). "
+                                               "Connect Load Image to judge a picture you already have."),
                 io.String.Input("prompt", multiline=True, default="",
-                                tooltip="The prompt the image was generated from"),
+                                tooltip="The prompt the image was made from (what it should show): the critic "
+                                        "judges the image against it"),
                 weights_input(),
                 *generation_inputs(),
             ],
@@ -64,7 +66,7 @@ class CritiqueImage(io.ComfyNode):
         with user_errors(node):
             images = to_pil_list(image, node)
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(handle, options, len(images), image) as hooks:
+            with generating(handle, options, len(images), image, node=node) as hooks:
                 crits = handle.critic.critique(images, prompt, options, **hooks)
         prompts = [prompt] * len(crits)
         data = CritiqueSet(crits, prompts, weights, images=image)
@@ -82,9 +84,10 @@ class CritiqueEdit(io.ComfyNode):
                         "Faithfulness). A source batch of 1 is used for every edited image.",
             is_output_node=True,
             inputs=[
-                CriticType.Input("critic"),
-                io.Image.Input("source", tooltip="The image before editing (batch of 1, or one per edited image)"),
-                io.Image.Input("edited", tooltip="The edited image(s)"),
+                CriticType.Input("critic", tooltip=CRITIC_TOOLTIP),
+                io.Image.Input("source", display_name="before (source)",
+                               tooltip="The image before editing (one for every edit, or one per edited image)"),
+                io.Image.Input("edited", display_name="after (edited)", tooltip="The edited image(s) to judge"),
                 io.String.Input("instruction", multiline=True, default="",
                                 tooltip="The editing instruction that produced the edited image"),
                 weights_input(),
@@ -107,7 +110,7 @@ class CritiqueEdit(io.ComfyNode):
                 raise fail(node, f"source has {len(sources)} images but edited has {len(edits)}; give one source "
                                  "for all edits, or exactly one source per edited image")
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(handle, options, len(edits), source, edited) as hooks:
+            with generating(handle, options, len(edits), source, edited, node=node) as hooks:
                 crits = handle.critic.critique(edits, instruction, options, sources=sources, **hooks)
         prompts = [instruction] * len(crits)
         data = CritiqueSet(crits, prompts, weights, images=edited, sources=source)

@@ -1,16 +1,19 @@
 """Load critic: a checkpoint folder or Hugging Face id → RR_CRITIC."""
 from __future__ import annotations
 
+import time
+
 import comfy.utils
 from comfy_api.latest import io
 
-from ..models.backends.transformers_backend import DECODING, DTYPES, available_attention, pick_dtype
+from ..models.backends.transformers_backend import DECODING, DTYPES, available_attention, pick_dtype, resolve_decoding
 from ..models.loader import AUTO_MAX_PIXELS, KNOWN_CRITICS, RR_TRAINED_MAX_PIXELS, list_local, load_critic, model_choices
 from ..models.script import AnswerScript
 from . import residency
-from .common import CATEGORY, CriticType, check_critic, fail, model_dirs, template_dirs, user_errors
+from .common import CATEGORY, CRITIC_TOOLTIP, CriticType, check_critic, fail, model_dirs, status, template_dirs, user_errors
 
 NODE = "RR Load Critic"
+MAX_PIXELS_DEFAULT = AUTO_MAX_PIXELS   # -1: what the checkpoint was trained on
 
 
 def checkpoint_options() -> list[str]:
@@ -25,41 +28,56 @@ class LoadCritic(io.ComfyNode):
             display_name="Load RationalRewards Critic",
             category=CATEGORY,
             description="Loads a RationalRewards (or any Qwen3-VL / Qwen2.5-VL instruct) checkpoint as a critic. "
-                        "Folders come from models/rationalrewards/; nothing is downloaded unless allowed.",
+                        "Folders come from models/rationalrewards/; nothing is downloaded unless allowed. "
+                        f"Defaults: max image pixels {MAX_PIXELS_DEFAULT} (as the checkpoint was trained), decoding auto "
+                        "(compiled on a CUDA GPU: the first critique compiles for a minute or more).",
             inputs=[
-                io.Combo.Input("checkpoint", options=checkpoint_options(),
-                               tooltip="A folder in models/rationalrewards/, or a Hugging Face id that is "
-                                       "fetched into that folder when 'allow_download' is on."),
-                io.String.Input("custom_id", default="", optional=True,
-                                tooltip="Optional: another Hugging Face id or an absolute folder path; "
-                                        "overrides 'checkpoint' when not empty."),
-                io.Boolean.Input("allow_download", default=False,
-                                 tooltip="Fetch a missing checkpoint from Hugging Face (safetensors and configs "
-                                         "only). Off: work offline and report what is missing."),
-                io.Combo.Input("dtype", options=["auto", "bf16", "fp16", "fp32"], default="auto",
-                               tooltip="auto: bf16 on GPUs that support it, fp16 on other GPUs, fp32 on CPU."),
-                io.Combo.Input("device", options=["auto", "cuda", "cpu"], default="auto",
-                               tooltip="auto: ComfyUI's GPU when there is one, else the CPU."),
-                io.Combo.Input("attention", options=available_attention(), default="sdpa",
-                               tooltip="flash_attention_2 is listed only when the flash-attn package is installed."),
-                io.Int.Input("max_pixels", default=AUTO_MAX_PIXELS, min=AUTO_MAX_PIXELS, max=16_777_216, step=1,
-                             tooltip=f"Downscale images above this pixel count before the critic sees them. "
-                                     f"-1: what the checkpoint was trained on ({RR_TRAINED_MAX_PIXELS:,} px for "
-                                     f"RationalRewards checkpoints, the processor's own limit for other models). "
-                                     f"0: the processor decides. Larger images than the training size cost "
-                                     f"time and memory and were never seen in training."),
-                io.Int.Input("batch_size", default=4, min=1, max=64,
-                             tooltip="How many images one generation call critiques at once."),
-                io.Boolean.Input("keep_loaded", default=False, optional=True,
-                                 tooltip="Off: the critic's VRAM goes back to ComfyUI after each critique node "
-                                         "(it reloads from pinned RAM in well under a second). On: it stays on the "
-                                         "GPU between critiques; ComfyUI still evicts it if a generator needs the "
-                                         "memory."),
-                io.Combo.Input("decoding", options=list(DECODING), default="auto", optional=True,
-                               tooltip="auto: compiled decoding (static KV cache + torch.compile) on a CUDA GPU "
-                                       "with Triton, plain elsewhere. compiled is several times faster per token "
-                                       "but its first critique (and each new batch size) compiles for a minute or "
-                                       "more; plain starts at once. Greedy answers are identical in every mode."),
+                io.Combo.Input("checkpoint", display_name="critic model", options=checkpoint_options(),
+                               tooltip="RationalRewards-8B-T2I judges text-to-image results, RationalRewards-8B-Edit "
+                                       "judges edits. A folder in models/rationalrewards/, or a Hugging Face id that "
+                                       "is downloaded into that folder when 'download if missing' is on."),
+                io.String.Input("custom_id", display_name="other model (id or folder)", default="", optional=True,
+                                tooltip="Optional: another Hugging Face id or an absolute folder path; used instead "
+                                        "of 'critic model' when not empty."),
+                io.Boolean.Input("allow_download", display_name="download if missing", default=False,
+                                 tooltip="Fetch a missing model from Hugging Face (about 17.5 GB for an 8B critic; "
+                                         "safetensors and configs only). Off (default): work offline and say what "
+                                         "to download."),
+                io.Combo.Input("dtype", display_name="precision", options=["auto", "bf16", "fp16", "fp32"],
+                               default="auto",
+                               tooltip="Number format of the weights. auto (default): bf16 on GPUs that support it, "
+                                       "fp16 on other GPUs, fp32 on the CPU. bf16/fp16 need about 17.5 GB for the 8B "
+                                       "critic, fp32 twice that."),
+                io.Combo.Input("device", display_name="run on", options=["auto", "cuda", "cpu"], default="auto",
+                               tooltip="auto (default): ComfyUI's GPU when there is one, else the CPU (very slow for "
+                                       "an 8B critic)."),
+                io.Combo.Input("attention", display_name="attention kernel", options=available_attention(),
+                               default="sdpa",
+                               tooltip="sdpa (default) works everywhere. flash_attention_2 is listed only when the "
+                                       "flash-attn package is installed; eager is the slow reference."),
+                io.Int.Input("max_pixels", display_name="max image pixels (-1 = as trained)",
+                             default=AUTO_MAX_PIXELS, min=AUTO_MAX_PIXELS, max=16_777_216, step=1,
+                             tooltip=f"Images larger than this many pixels (width x height) are scaled down before "
+                                     f"the critic sees them. -1 (default): what the checkpoint was trained on "
+                                     f"({RR_TRAINED_MAX_PIXELS:,} px for RationalRewards checkpoints, the processor's "
+                                     f"own limit for other models). 0: the checkpoint's image processor decides."),
+                io.Int.Input("batch_size", display_name="images per critic pass", default=4, min=1, max=64,
+                             tooltip="How many images the critic reads in one pass (default 4). Not your latent "
+                                     "batch size: a batch of any size is critiqued, this many at a time. Higher is "
+                                     "faster on a big GPU and needs more VRAM."),
+                io.Boolean.Input("keep_loaded", display_name="keep critic on GPU", default=False, optional=True,
+                                 tooltip="Off (default): the critic's VRAM goes back to ComfyUI after each critique "
+                                         "node (it reloads from pinned RAM in well under a second). On: it stays on "
+                                         "the GPU between critiques; ComfyUI still evicts it if a generator needs "
+                                         "the memory."),
+                io.Combo.Input("decoding", display_name="decoding speed mode", options=list(DECODING),
+                               default="auto", optional=True,
+                               tooltip="auto (default): compiled on a CUDA GPU with Triton, plain elsewhere. "
+                                       "compiled is several times faster per token, but the first critique of a "
+                                       "session (and each new batch size) compiles for a minute or more first; the "
+                                       "node shows a status while it does. plain starts at once: pick it when you "
+                                       "critique only a few images. static: a static cache without compiling. "
+                                       "Greedy answers are identical in every mode."),
             ],
             outputs=[CriticType.Output(display_name="critic")],
         )
@@ -77,14 +95,30 @@ class LoadCritic(io.ComfyNode):
         # Weights load into RAM (the offload device) in the dtype of the compute device; ComfyUI's memory
         # manager moves them when a critique runs (nodes/residency.py).
         dtype = next(k for k, v in DTYPES.items() if v == pick_dtype(dtype, target))
+        started = time.monotonic()
+        status(NODE, f"loading {name} into RAM ({dtype}); an 8B critic reads about 17.5 GB, which takes a while "
+                     "the first time")
+        downloading = []
+
+        def progress(done: int, total: int) -> None:
+            if not downloading:
+                downloading.append(True)
+                status(NODE, f"downloading {name} from Hugging Face into models/rationalrewards/")
+            bar.update_absolute(int(100 * done / max(total, 1)))
+
         with user_errors(NODE):
             critic = load_critic(name, model_dirs(), allow_download=allow_download, dtype=dtype,
                                  device=residency.offload_device(target).type,
                                  attention=attention, max_pixels=max_pixels, batch_size=batch_size,
-                                 decoding=decoding, template_dirs=template_dirs(),
-                                 progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
-        return io.NodeOutput(residency.CriticHandle(critic, residency.attach(critic.backend.model, target,
-                                                                             keep_loaded=keep_loaded)))
+                                 decoding=decoding, template_dirs=template_dirs(), progress=progress)
+        handle = residency.CriticHandle(critic, residency.attach(critic.backend.model, target,
+                                                                 keep_loaded=keep_loaded))
+        bar.update_absolute(100)
+        mode = resolve_decoding(getattr(critic.backend, "decoding", decoding), target)
+        status(NODE, f"loaded in {time.monotonic() - started:.1f} s; critiques run on {target.type}, decoding "
+                     f"{mode}" + (" (the first critique compiles first: a minute or more)" if mode == "compiled"
+                                  else ""))
+        return io.NodeOutput(handle)
 
 
 class ReplayAnswers(io.ComfyNode):
@@ -100,8 +134,8 @@ class ReplayAnswers(io.ComfyNode):
                         "own decoding and parsed like any answer). Use it to reproduce a saved critique or to "
                         "test a workflow without waiting for the model.",
             inputs=[
-                CriticType.Input("critic"),
-                io.String.Input("script", multiline=True, default="[]",
+                CriticType.Input("critic", tooltip=CRITIC_TOOLTIP),
+                io.String.Input("script", display_name="scripted answers (JSON)", multiline=True, default="[]",
                                 tooltip='JSON list of {"answer": "...", "when_request_contains": "...", '
                                         '"task": "t2i"|"edit", "mode": "pointwise"|"pairwise"}. The most specific '
                                         "matching rule wins; prompts that match none are critiqued freely."),

@@ -124,7 +124,7 @@ class DefectPhrases(io.ComfyNode):
                         "justifications when the answer is unreadable.",
             inputs=[
                 CritiqueType.Input("critique_data", tooltip="From a Critique Image / Critique Edit node"),
-                io.Combo.Input("source", options=list(PHRASE_SOURCES), default="ask_critic",
+                io.Combo.Input("source", display_name="phrases from", options=list(PHRASE_SOURCES), default="ask_critic",
                                tooltip="ask_critic: one short follow-up generation (needs the critic input). "
                                        "justifications: phrases picked from the critique text, no model call. "
                                        "typed: only the phrases typed below."),
@@ -133,10 +133,10 @@ class DefectPhrases(io.ComfyNode):
                                         "source 'typed')."),
                 io.Int.Input("max_regions", default=4, min=1, max=16,
                              tooltip="At most this many phrases from the critique, most severe first"),
-                io.Float.Input("score_below", default=3.5, min=1.0, max=4.01, step=0.25,
+                io.Float.Input("score_below", display_name="fix scores below", default=3.5, min=1.0, max=4.01, step=0.25,
                                tooltip="Only dimensions scoring below this count as defects (4 = no problem). "
                                        "When every score is at or above it, no phrase is produced."),
-                io.Int.Input("index", default=0, min=0, max=4095,
+                io.Int.Input("index", display_name="image in batch", default=0, min=0, max=4095,
                              tooltip="Which critique of a batch to use (0 = the first image)"),
                 CriticType.Input("critic", optional=True,
                                  tooltip="The critic that wrote the critique; needed for source 'ask_critic'"),
@@ -189,9 +189,10 @@ class DefectPhrases(io.ComfyNode):
             if data.critiques[index].task is Task.EDIT and data.sources is not None:
                 sources = to_pil_list(data.sources, node, "source")
                 source = sources[min(index, len(sources) - 1)]
-            with generating(handle, options, 1, data.images, data.sources) as hooks:
+            with generating(handle, options, 1, data.images, data.sources, node=node) as hooks:
                 result = ask_regions(handle.critic, data.critiques[index], data.prompts[index], image, source,
-                                     max_regions=max_regions, options=options, **hooks)
+                                     max_regions=max_regions, options=options, progress=hooks["progress"],
+                                     should_stop=hooks["should_stop"])
         return result
 
 
@@ -213,9 +214,9 @@ class LocaliseDefects(io.ComfyNode):
                 io.String.Input("phrases", multiline=True, default="",
                                 tooltip="What to find, one phrase per line (',' ';' and '.' also separate): connect "
                                         "Defect Phrases, or type e.g. 'left hand'"),
-                io.Float.Input("box_threshold", default=0.3, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("box_threshold", display_name="box confidence", default=0.3, min=0.0, max=1.0, step=0.01,
                                tooltip="Keep a box when its best-matching word beats this probability"),
-                io.Float.Input("text_threshold", default=0.25, min=0.0, max=1.0, step=0.01,
+                io.Float.Input("text_threshold", display_name="phrase match", default=0.25, min=0.0, max=1.0, step=0.01,
                                tooltip="...and its phrase's words average at least this"),
                 io.Int.Input("max_regions", default=4, min=1, max=64,
                              tooltip="At most this many boxes per image, best first"),
@@ -227,10 +228,10 @@ class LocaliseDefects(io.ComfyNode):
                                      "the region's edges"),
                 io.Int.Input("feather", default=4, min=0, max=256,
                              tooltip="Soften the mask edge over about this many pixels"),
-                io.Combo.Input("multimask", options=list(MULTIMASK), default="best",
-                               tooltip="SAM's candidates per box: single (SAM's one mask), best (highest predicted "
+                io.Combo.Input("multimask", display_name="SAM mask choice", options=list(MULTIMASK), default="best",
+                               tooltip="SAM proposes up to three masks per box; which one to use: single (SAM's one mask), best (highest predicted "
                                        "IoU of three), largest, smallest"),
-                io.Int.Input("resolution", default=0, min=0, max=2048, step=32,
+                io.Int.Input("resolution", display_name="detector resolution (0 = model's)", default=0, min=0, max=2048, step=32,
                              tooltip="Detector input size (shortest edge). 0 keeps the checkpoint's own (800 for "
                                      "GroundingDINO); lower is faster, higher finds small things"),
             ],

@@ -14,8 +14,8 @@ from comfy_api.latest import io
 from comfy_execution.graph_utils import GraphBuilder, is_link
 
 from ..models.cards import loop_card
-from ..models.loop import DEFAULT_STOP_DIMENSIONS, SEED_POLICIES, LoopState, StopRule, parse_stop_dimensions
-from ..models.rubric import BY_KEY
+from ..models.loop import SEED_POLICIES, LoopState, StopRule, parse_stop_dimensions, stop_dimension_names
+from ..models.rubric import ALL_DIMENSIONS, BY_KEY
 from .common import CATEGORY, CritiqueSet, CritiqueType, fail, weights_input
 from .refine import keep_input, mode_input
 
@@ -34,9 +34,10 @@ class RefineLoopStart(io.ComfyNode):
             description="Opens a Generate-Critique-Refine loop. Feed 'prompt' into your positive text encoder "
                         "(or edit instruction) and 'seed' into your sampler; close the loop with Refine Loop End.",
             inputs=[
-                io.String.Input("prompt", multiline=True, default="", tooltip="The prompt of round 0"),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="Your prompt (or edit instruction) for the first round"),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed of round 0; Loop End's seed policy decides later rounds"),
+                             tooltip="Seed of the first round; 'next round's seed' on Loop End decides later rounds"),
                 LoopStateType.Input("state", optional=True, tooltip="Set by Refine Loop End; leave unconnected"),
             ],
             outputs=[
@@ -149,16 +150,22 @@ class RefineLoopEnd(io.ComfyNode):
                 LoopType.Input("loop", tooltip="From Refine Loop Start"),
                 io.Image.Input("image", tooltip="This round's generated (or edited) image"),
                 CritiqueType.Input("critique_data", tooltip="This round's critique of that image"),
-                io.Int.Input("max_rounds", default=3, min=1, max=20,
-                             tooltip="Rounds including the first (the published loop is 2: one refinement)"),
-                io.String.Input("stop_dimensions", default=", ".join(DEFAULT_STOP_DIMENSIONS),
-                                tooltip="Comma-separated dimension keys that must all reach the threshold: "
-                                        + ", ".join(BY_KEY)),
-                io.Float.Input("threshold", default=3.0, min=1.0, max=4.0, step=0.25,
-                               tooltip="Score (1-4) every stop dimension must reach; 3.0 as published"),
-                io.Boolean.Input("stop_when_no_improvement", default=True,
+                io.Int.Input("max_rounds", display_name="max rounds", default=3, min=1, max=20,
+                             tooltip="Generations at most, the first included (the published loop is 2: one "
+                                     "refinement)"),
+                io.String.Input("stop_dimensions", display_name="good enough when these",
+                                default=stop_dimension_names(),
+                                tooltip="The scores that must all reach the threshold to stop, by the names on the "
+                                        "critique card, comma-separated: "
+                                        + ", ".join(d.title for d in ALL_DIMENSIONS)
+                                        + ". Checked when you queue."),
+                io.Float.Input("threshold", display_name="reach this score (1-4)", default=3.0, min=1.0, max=4.0,
+                               step=0.25,
+                               tooltip="The score (1-4) each of those must reach; 3.0 as published"),
+                io.Boolean.Input("stop_when_no_improvement", display_name="stop when no better", default=True,
                                  tooltip="Stop when a round scores no better than the best before it"),
-                io.Combo.Input("seed_policy", options=list(SEED_POLICIES), default="same",
+                io.Combo.Input("seed_policy", display_name="next round's seed", options=list(SEED_POLICIES),
+                               default="same",
                                tooltip="same: rerun with the same seed (as published); increment: seed + 1"),
                 mode_input(),
                 keep_input(),
@@ -167,6 +174,16 @@ class RefineLoopEnd(io.ComfyNode):
             outputs=end_outputs(),
             hidden=[io.Hidden.dynprompt, io.Hidden.unique_id],
         )
+
+    @classmethod
+    def validate_inputs(cls, stop_dimensions: str | None = None) -> bool | str:
+        """Queue-time check of the typed stop dimensions (a linked value is checked when it runs)."""
+        if isinstance(stop_dimensions, str):
+            try:
+                parse_stop_dimensions(stop_dimensions)
+            except ValueError as e:
+                return f"{END}: 'good enough when these': {e}"
+        return True
 
     @classmethod
     def execute(cls, loop, image, critique_data, max_rounds: int, stop_dimensions: str, threshold: float,

@@ -8,8 +8,9 @@ from comfy_api.latest import io, ui
 
 from ..models.cards import rank_card
 from ..models.critic import rank, rank_rows, rank_table
-from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, generating, generation_inputs,
-                     options_from, to_pil_list, user_errors, weights_input)
+from ..models.rubric import Task
+from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating,
+                     generation_inputs, options_from, to_pil_list, user_errors, weights_input)
 
 NODE = "RR Rank"
 
@@ -22,13 +23,19 @@ class Rank(io.ComfyNode):
             display_name="Rank Images (RationalRewards)",
             category=CATEGORY,
             description="Critiques every image of a batch against the prompt and sorts the batch by overall "
-                        "score, best first. Unreadable critiques go last; ties keep the input order.",
+                        "score, best first (best-of-N). Connect 'source' to rank edits of one image. Unreadable "
+                        "critiques go last; ties keep the input order.",
             is_output_node=True,
             inputs=[
-                CriticType.Input("critic"),
-                io.Image.Input("images", tooltip="A batch of candidates for the same prompt"),
+                CriticType.Input("critic", tooltip=CRITIC_TOOLTIP),
+                io.Image.Input("images", display_name="candidates",
+                               tooltip="A batch of candidates for the same prompt (or edits of the same source)"),
                 io.String.Input("prompt", multiline=True, default="",
-                                tooltip="The prompt every candidate was generated from"),
+                                tooltip="The prompt (or editing instruction) every candidate was made from"),
+                io.Image.Input("source", display_name="before (source, for edits)", optional=True,
+                               tooltip="Optional: the image before editing. Connected, the candidates are judged as "
+                                       "edits of it (the Edit rubric, with Image Faithfulness): best-of-N for edits. "
+                                       "One source for all candidates, or one per candidate."),
                 weights_input(),
                 *generation_inputs(),
             ],
@@ -45,19 +52,31 @@ class Rank(io.ComfyNode):
 
     @classmethod
     def execute(cls, critic, images, prompt: str, weights: str, max_new_tokens: int, temperature: float,
-                seed: int) -> io.NodeOutput:
+                seed: int, source=None) -> io.NodeOutput:
         handle = check_critic(critic, NODE)
         with user_errors(NODE):
             pils = to_pil_list(images, NODE, "images")
+            sources = None if source is None else to_pil_list(source, NODE, "source")
+            if sources is not None and len(sources) not in (1, len(pils)):
+                raise fail(NODE, f"source has {len(sources)} images but there are {len(pils)} candidates; give one "
+                                 "source for all, or exactly one per candidate")
+            if sources is not None and len(sources) == 1:
+                sources = sources * len(pils)
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(handle, options, len(pils), images) as hooks:
-                crits = handle.critic.critique(pils, prompt, options, **hooks)
+            with generating(handle, options, len(pils), images, source, node=NODE) as hooks:
+                crits = handle.critic.critique(pils, prompt, options, sources=sources, **hooks)
         ranked = rank(crits, weights)
         order = torch.tensor([r.index for r in ranked], dtype=torch.long)
         batch = images if images.ndim == 4 else images.unsqueeze(0)
         sorted_images = batch.index_select(0, order.to(batch.device))
-        rows = rank_rows(ranked)
-        data = CritiqueSet([r.critique for r in ranked], [prompt] * len(ranked), weights, images=sorted_images)
+        task = Task.T2I if source is None else Task.EDIT
+        rows = rank_rows(ranked, task)
+        sources_out = None
+        if source is not None:
+            src = source if source.ndim == 4 else source.unsqueeze(0)
+            sources_out = src if src.shape[0] == 1 else src.index_select(0, order.to(src.device))
+        data = CritiqueSet([r.critique for r in ranked], [prompt] * len(ranked), weights, images=sorted_images,
+                           sources=sources_out)
         preview = ui.PreviewImage(sorted_images, cls=cls).as_dict()
-        return io.NodeOutput(sorted_images, sorted_images[:1], ranked[0].index, rank_table(ranked), json.dumps(rows),
+        return io.NodeOutput(sorted_images, sorted_images[:1], ranked[0].index, rank_table(ranked, task), json.dumps(rows),
                              data, ui=preview | rank_card(ranked, rows, prompt, weights))

@@ -11,14 +11,14 @@ NODE = "RR Refine Prompt"
 
 
 def mode_input() -> io.Combo.Input:
-    return io.Combo.Input("mode", options=list(MODES), default="merge",
+    return io.Combo.Input("mode", display_name="next prompt", options=list(MODES), default="merge",
                           tooltip="refined: the critic's refined request as written. merge: the refined request "
                                   "plus every protected part of your prompt it dropped — LoRA tags <lora:..>, "
                                   "embeddings (embedding:name), weights (word:1.2) — and the keep list.")
 
 
 def keep_input() -> io.String.Input:
-    return io.String.Input("keep", default="", tooltip="Comma-separated phrases that must survive refinement "
+    return io.String.Input("keep", display_name="always keep", default="", tooltip="Comma-separated phrases that must survive refinement "
                                                        "verbatim (trigger words, style tags).")
 
 
@@ -32,12 +32,12 @@ class RefinePrompt(io.ComfyNode):
             description="The next prompt from a critique. Without a refined request in the critique, the "
                         "original prompt comes back and 'note' says why.",
             inputs=[
-                CritiqueType.Input("critique_data"),
+                CritiqueType.Input("critique_data", display_name="critique", tooltip="critique_data from a Critique node"),
                 mode_input(),
                 keep_input(),
-                io.String.Input("original_prompt", multiline=True, default="", optional=True,
+                io.String.Input("original_prompt", display_name="your prompt", multiline=True, default="", optional=True,
                                 tooltip="The prompt to protect; empty uses the prompt the critique judged"),
-                io.Combo.Input("pick", options=["best", "first"], default="best",
+                io.Combo.Input("pick", display_name="from which image", options=["best", "first"], default="best",
                                tooltip="Which critique of a batch to refine from: the best-scored or the first"),
             ],
             outputs=[

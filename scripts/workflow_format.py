@@ -3,8 +3,13 @@ format (what users drag onto the canvas), using a server's /object_info for widg
 
 `workflows/` ships UI files; their API twins under `tests/workflows/` are what the tests
 queue. `ui_to_api(ui) == api` is checked by the tests so the two cannot drift.
-Usage (regenerate a UI file from its twin against a running server):
-    python -m scripts.workflow_format http://127.0.0.1:8188 tests/workflows/X.json workflows/X.json
+
+A UI file also holds what only the canvas shows: where each node sits, the groups, and Note
+nodes that explain each part (UI-only nodes: they are not in /object_info, the frontend never
+queues them, and ``ui_to_api`` drops them). Those come from a hand-written layout
+(scripts/workflow_layouts.py); without one, nodes are laid out in columns.
+Usage (regenerate a UI file from its twin and its layout against a running server):
+    python -m scripts.workflow_format http://127.0.0.1:8188 tests/workflows/X.api.json workflows/X.json
 """
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ import sys
 from collections import defaultdict
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+UI_ONLY = {"Note", "MarkdownNote"}          # frontend-only nodes: never queued
+NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"   # the frontend's "yellow" node colour, used for notes
+GROUP_PAD, GROUP_TITLE = 20, 50             # room around a group's nodes, and for its title bar
 
 
 def _inputs(info: dict) -> list[tuple[str, str, dict]]:
@@ -52,8 +60,22 @@ def _depths(api: dict) -> dict[str, int]:
     return depth
 
 
-def api_to_ui(api: dict, object_info: dict) -> dict:
-    """A UI-format graph with the same nodes, links and widget values, laid out in columns."""
+def _group(title: str, members: list[dict], color: str) -> dict:
+    """A group whose box holds ``members`` (nodes or notes, each with pos and size)."""
+    x0 = min(m["pos"][0] for m in members) - GROUP_PAD
+    y0 = min(m["pos"][1] for m in members) - GROUP_TITLE
+    x1 = max(m["pos"][0] + m["size"][0] for m in members) + GROUP_PAD
+    y1 = max(m["pos"][1] + m["size"][1] for m in members) + GROUP_PAD
+    return {"title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": color, "font_size": 24, "flags": {}}
+
+
+def api_to_ui(api: dict, object_info: dict, layout: dict | None = None) -> dict:
+    """A UI-format graph with the same nodes, links and widget values.
+
+    ``layout`` (see scripts/workflow_layouts.py): ``nodes`` {api id: [x, y, w, h]}, ``notes``
+    [{"id", "text", "box": [x, y, w, h], "title"?}], ``groups`` [{"title", "color", "members":
+    [api ids and note ids]}]. Without it the nodes are laid out in columns by depth."""
+    layout = layout or {}
     depth = _depths(api)
     rows: dict[int, int] = defaultdict(int)
     nodes, links = [], []
@@ -67,7 +89,9 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
         node = api[nid]
         info = object_info[node["class_type"]]
         col = depth[nid]
-        pos = [50 + 400 * col, 50 + 260 * rows[col]]
+        box = layout.get("nodes", {}).get(nid)
+        pos, size = ([box[0], box[1]], [box[2], box[3]]) if box else ([50 + 400 * col, 50 + 260 * rows[col]],
+                                                                       [340, 220])
         rows[col] += 1
         inputs, widgets = [], []
         for name, kind, opts in _inputs(info):
@@ -91,14 +115,30 @@ def api_to_ui(api: dict, object_info: dict) -> dict:
         outputs = [{"name": oname, "type": otype, "slot_index": i, "links": out_links.get((nid, i), []) or None}
                    for i, (oname, otype) in enumerate(zip(info["output_name"], info["output"]))]
         title = node.get("_meta", {}).get("title")
-        ui_node = {"id": int(nid), "type": node["class_type"], "pos": pos, "size": [340, 220], "flags": {},
+        ui_node = {"id": int(nid), "type": node["class_type"], "pos": pos, "size": size, "flags": {},
                    "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
                    "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": widgets}
         if title:
             ui_node["title"] = title
         nodes.append(ui_node)
-    return {"last_node_id": max(int(n) for n in api), "last_link_id": len(links), "nodes": nodes,
-            "links": [l[:6] for l in links], "groups": [], "config": {}, "extra": {}, "version": 0.4}
+    by_id = {str(n["id"]): n for n in nodes}
+    for note in layout.get("notes", []):
+        nid = str(note["id"])
+        if nid in api or nid in by_id:
+            raise ValueError(f"note id {nid} is already a node id")
+        x, y, w, h = note["box"]
+        ui_note = {"id": int(nid), "type": "MarkdownNote", "pos": [x, y], "size": [w, h], "flags": {},
+                   "order": len(nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
+                   "widgets_values": [note["text"]], "color": NOTE_COLOR, "bgcolor": NOTE_BGCOLOR}
+        if note.get("title"):
+            ui_note["title"] = note["title"]
+        nodes.append(ui_note)
+        by_id[nid] = ui_note
+    groups = [_group(g["title"], [by_id[str(m)] for m in g["members"]], g.get("color", "#3f789e"))
+              for g in layout.get("groups", [])]
+    return {"last_node_id": max(int(n) for n in by_id), "last_link_id": len(links), "nodes": nodes,
+            "links": [l[:6] for l in links], "groups": groups, "config": {}, "extra": {"ds": layout.get("view", {
+                "scale": 0.8, "offset": [0, 0]})}, "version": 0.4}
 
 
 def ui_to_api(ui: dict, object_info: dict) -> dict:
@@ -106,7 +146,7 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
     link_src = {l[0]: (str(l[1]), l[2]) for l in ui["links"]}
     api = {}
     for node in ui["nodes"]:
-        if node.get("mode", 0) != 0:
+        if node.get("mode", 0) != 0 or node["type"] in UI_ONLY:
             continue
         info = object_info[node["type"]]
         values = list(node.get("widgets_values") or [])
@@ -132,11 +172,14 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
 
 
 def main(argv: list[str]) -> None:
+    import os
     import urllib.request
+
+    from scripts.workflow_layouts import LAYOUTS
     url, api_path, ui_path = argv
     info = json.load(urllib.request.urlopen(url.rstrip("/") + "/object_info"))
     api = json.load(open(api_path))
-    ui = api_to_ui(api, info)
+    ui = api_to_ui(api, info, LAYOUTS.get(os.path.basename(ui_path)[:-len(".json")]))
     assert ui_to_api(ui, info) == api, "round trip changed the graph"
     with open(ui_path, "w") as f:
         json.dump(ui, f, indent=1)

@@ -53,6 +53,16 @@ def for_tests(api: dict, models, seed: int, *, image: str | None = None, max_new
     return api
 
 
+def add_previews(api: dict, sources: dict[str, list]) -> dict:
+    """A copy of ``api`` with a PreviewAny node per ``{node id: [source id, slot]}``: what a test reads as
+    text, now that the shipped workflows show it on the card instead of in PreviewAny nodes."""
+    api = json.loads(json.dumps(api))
+    for node_id, source in sources.items():
+        assert node_id not in api, f"node id {node_id} is taken"
+        api[node_id] = {"class_type": "PreviewAny", "inputs": {"source": list(source)}}
+    return api
+
+
 def insert_replay(api: dict, script: list[dict]) -> dict:
     """Route every RR_LoadCritic through an RR_ReplayAnswers node with ``script``."""
     api = json.loads(json.dumps(api))

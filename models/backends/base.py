@@ -8,6 +8,9 @@ from ..prompting import ChatRequest
 
 ProgressFn = Callable[[int, int], None]   # (tokens done, token budget)
 StopFn = Callable[[], bool]              # True when the user asked to stop
+# (index of the first request of a batch, the text each of its rows has written so far, whether those
+# texts are the finished answers): lets a caller follow the answer itself, not the token budget
+StreamFn = Callable[[int, Sequence[str], bool], None]
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Backend(Protocol):
 
     def generate(self, requests: Sequence[ChatRequest], options: GenerationOptions, *,
                  forced: Sequence[str | None] | None = None, progress: ProgressFn | None = None,
-                 should_stop: StopFn | None = None) -> list[str]:
+                 should_stop: StopFn | None = None, stream: StreamFn | None = None) -> list[str]:
         """One answer per request, in order.
 
         ``forced`` (same length as ``requests``) makes the model emit a given text

@@ -48,7 +48,7 @@ import tenacity
 from PIL import Image
 
 from ..prompting import ChatRequest
-from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn
+from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn
 
 log = logging.getLogger(__name__)
 
@@ -411,7 +411,7 @@ class OpenAIServerBackend:
     # -- the Backend protocol -------------------------------------------------------------------------
     def generate(self, requests_: Sequence[ChatRequest], options: GenerationOptions, *,
                  forced: Sequence[str | None] | None = None, progress: ProgressFn | None = None,
-                 should_stop: StopFn | None = None) -> list[str]:
+                 should_stop: StopFn | None = None, stream: StreamFn | None = None) -> list[str]:
         forced = list(forced) if forced is not None else [None] * len(requests_)
         if len(forced) != len(requests_):
             raise ValueError("forced must have one entry per request")
@@ -421,10 +421,11 @@ class OpenAIServerBackend:
             raise ValueError("no model name: call check() or give the model the server serves")
         self.api_key()   # a missing key fails before anything is sent
         with self.awake():
-            return self._run_all(list(requests_), forced, options, progress, should_stop)
+            return self._run_all(list(requests_), forced, options, progress, should_stop, stream)
 
     def _run_all(self, reqs: list[ChatRequest], forced: list[str | None], options: GenerationOptions,
-                 progress: ProgressFn | None, should_stop: StopFn | None) -> list[str]:
+                 progress: ProgressFn | None, should_stop: StopFn | None,
+                 stream: StreamFn | None = None) -> list[str]:
         cancel = threading.Event()
 
         def stopped() -> bool:
@@ -443,6 +444,8 @@ class OpenAIServerBackend:
                 done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for fut in done:
                     answers[futures[fut]] = fut.result()   # the first failure ends the whole call
+                    if stream is not None:
+                        stream(futures[fut], [answers[futures[fut]]], True)
                     if progress is not None:
                         progress(0, budget)
                         progress(budget, budget)

@@ -27,7 +27,7 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, CompileCon
 from transformers.image_processing_backends import TorchvisionBackend
 
 from ..prompting import ChatRequest
-from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn
+from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
@@ -41,6 +41,15 @@ def pick_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available; choose 'auto' or 'cpu'")
     return torch.device(device)
+
+
+def resolve_decoding(decoding: str, device: torch.device) -> str:
+    """What ``auto`` means on ``device``: compiled on CUDA with Triton, plain elsewhere."""
+    if decoding != "auto":
+        return decoding
+    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        return "compiled"
+    return "plain"
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -117,17 +126,26 @@ class ForcedAnswers(LogitsProcessor):
         return scores
 
 
-class _Watch(StoppingCriteria):
-    """Reports progress each step and stops every row when the user interrupts."""
+STREAM_EVERY = 8   # tokens between two looks at the text written so far (decoding it costs a little)
 
-    def __init__(self, prompt_len: int, budget: int, progress: ProgressFn | None, should_stop: StopFn | None):
+
+class _Watch(StoppingCriteria):
+    """Reports progress each step (and the text so far every few steps) and stops every row when the
+    user interrupts."""
+
+    def __init__(self, prompt_len: int, budget: int, progress: ProgressFn | None, should_stop: StopFn | None,
+                 stream=None, decode=None, start: int = 0):
         self.prompt_len, self.budget = prompt_len, budget
         self.progress, self.should_stop = progress, should_stop
+        self.stream, self.decode, self.start = stream, decode, start
         self.stopped = False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        done = input_ids.shape[1] - self.prompt_len
         if self.progress is not None:
-            self.progress(input_ids.shape[1] - self.prompt_len, self.budget)
+            self.progress(done, self.budget)
+        if self.stream is not None and done % STREAM_EVERY == 1:
+            self.stream(self.start, self.decode(input_ids[:, self.prompt_len:]), False)
         stop = bool(self.should_stop and self.should_stop())
         self.stopped |= stop
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
@@ -212,18 +230,22 @@ class TransformersBackend:
     # -- generation -------------------------------------------------------------------------------
     def generate(self, requests: Sequence[ChatRequest], options: GenerationOptions, *,
                  forced: Sequence[str | None] | None = None, progress: ProgressFn | None = None,
-                 should_stop: StopFn | None = None) -> list[str]:
+                 should_stop: StopFn | None = None, stream: StreamFn | None = None) -> list[str]:
         forced = list(forced) if forced is not None else [None] * len(requests)
         if len(forced) != len(requests):
             raise ValueError("forced must have one entry per request")
         answers: list[str] = []
         for start in range(0, len(requests), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            answers += self._generate_batch(requests[chunk], forced[chunk], options, progress, should_stop)
+            batch = self._generate_batch(requests[chunk], forced[chunk], options, progress, should_stop,
+                                         stream, start)
+            if stream is not None:
+                stream(start, batch, True)
+            answers += batch
         return answers
 
     @torch.inference_mode()
-    def _generate_batch(self, requests, forced, options, progress, should_stop) -> list[str]:
+    def _generate_batch(self, requests, forced, options, progress, should_stop, stream=None, start=0) -> list[str]:
         inputs = self.encode(requests).to(self.device)
         prompt_len = inputs["input_ids"].shape[1]
         processors = LogitsProcessorList()
@@ -234,7 +256,8 @@ class TransformersBackend:
             targets = [None if f is None else self.tokenizer(f, add_special_tokens=False)["input_ids"]
                        for f in forced]
             processors.append(ForcedAnswers(targets, prompt_len, self.eos_id))
-        watch = _Watch(prompt_len, options.max_new_tokens, progress, should_stop)
+        watch = _Watch(prompt_len, options.max_new_tokens, progress, should_stop, stream,
+                       lambda ids: self.tokenizer.batch_decode(ids, skip_special_tokens=True), start)
         mode = self.decoding_mode()
         try:
             out = self.model.generate(**inputs, generation_config=self.generation_config(options, mode),
@@ -247,18 +270,14 @@ class TransformersBackend:
             log.warning("RationalRewards: compiled decoding failed (%s: %s); using plain decoding from now on",
                         type(e).__name__, str(e).splitlines()[0] if str(e) else "")
             self.decoding = "plain"
-            return self._generate_batch(requests, forced, options, progress, should_stop)
+            return self._generate_batch(requests, forced, options, progress, should_stop, stream, start)
         if watch.stopped:
             raise GenerationInterrupted("critique generation was interrupted")
         return self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
 
     def decoding_mode(self) -> str:
         """The mode this call uses: ``auto`` resolves by device (compiled needs CUDA and Triton)."""
-        if self.decoding != "auto":
-            return self.decoding
-        if self.device.type == "cuda" and importlib.util.find_spec("triton") is not None:
-            return "compiled"
-        return "plain"
+        return resolve_decoding(self.decoding, self.device)
 
     def generation_config(self, options: GenerationOptions, mode: str = "plain") -> GenerationConfig:
         # Fields left unset would be filled from the checkpoint's generation_config.json (e.g. Qwen2.5-VL's

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from tests.browser.conftest import SCREENSHOTS
 from tests.comfy_server import REPO_ROOT, Graph, outputs
 
 pytestmark = pytest.mark.integration
@@ -205,6 +206,9 @@ def test_critique_card_shows_the_server_scores_in_both_themes(comfy_page, comfy_
     assert_critique_matches(shown, data)
     assert card.evaluate("c => c.querySelector('.rr-card').dataset.rrKind") == "critique"
 
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)   # the card alone: docs/critique-card.png is a copy of it
+    card.as_element().screenshot(path=str(SCREENSHOTS / "critique-card-readme.png"))
+
     # justifications open on click; the copy button puts the refined prompt on the clipboard
     assert card.evaluate("c => { const d = c.querySelector('details.rr-just'); d.querySelector('summary').click();"
                          " return d.open; }") is True
@@ -215,6 +219,7 @@ def test_critique_card_shows_the_server_scores_in_both_themes(comfy_page, comfy_
     # readable in the dark (default) and the light palette: the card follows the theme's variables
     dark = card.evaluate(READ_COLOURS)
     comfy_page.screenshot("critique-card-dark", node)
+
     comfy_page.set_setting("Comfy.ColorPalette", "light")
     try:
         light = card.evaluate(READ_COLOURS)

@@ -8,8 +8,8 @@ from PIL import Image
 
 from scripts.workflow_format import ui_to_api
 from tests.comfy_server import Graph, execution_error, images, outputs
-from tests.twins import (for_tests, insert_replay, load_twin, load_ui, pairwise_answer, pointwise_answer,
-                         twin_names)
+from tests.twins import (add_previews, for_tests, insert_replay, load_twin, load_ui, pairwise_answer,
+                         pointwise_answer, twin_names)
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,8 @@ def test_workflows_folder_holds_only_ui_files_with_twins(comfy_server):
 
 def test_critique_workflow_runs_through_the_real_model_and_marks_unparsed(comfy_server, models_dir):
     """Random weights write gibberish: every score is NaN/missing with warnings, never invented."""
-    api = for_tests(load_twin("critique_generated_image"), models_dir, comfy_server.fresh_seed())
+    api = add_previews(for_tests(load_twin("critique_generated_image"), models_dir, comfy_server.fresh_seed()),
+                       {"11": ["9", 4], "12": ["9", 5]})
     entry = comfy_server.run(api, timeout=180)
     out = outputs(entry)
     [card] = out["9"]["rr_critiques"]
@@ -83,8 +84,9 @@ def test_critique_workflow_runs_through_the_real_model_and_marks_unparsed(comfy_
 def test_critique_workflow_with_scripted_answer_reports_parsed_scores(comfy_server, models_dir):
     refined = "a red fox sitting in fresh snow at sunrise,\na wooden sign that reads \"WINTER\", sharp focus"
     script = [{"answer": pointwise_answer(3.5, "**2**", "[3]", refined=refined), "when_request_contains": "red fox"}]
-    api = insert_replay(for_tests(load_twin("critique_generated_image"), models_dir, comfy_server.fresh_seed(),
-                                  max_new_tokens=400), script)
+    api = insert_replay(add_previews(for_tests(load_twin("critique_generated_image"), models_dir,
+                                               comfy_server.fresh_seed(), max_new_tokens=400),
+                                     {"11": ["9", 4], "12": ["9", 5]}), script)
     out = outputs(comfy_server.run(api, timeout=180))
     [card] = out["9"]["rr_critiques"]
     assert [d["score"] for d in card["dimensions"]] == [3.5, 2.0, 3.0]
@@ -95,7 +97,7 @@ def test_critique_workflow_with_scripted_answer_reports_parsed_scores(comfy_serv
 
 
 def test_rank_workflow_sorts_the_batch_and_returns_the_best(comfy_server, models_dir):
-    api = for_tests(load_twin("rank_batch"), models_dir, comfy_server.fresh_seed())
+    api = add_previews(for_tests(load_twin("rank_batch"), models_dir, comfy_server.fresh_seed()), {"11": ["9", 3]})
     entry = comfy_server.run(api, timeout=240)
     out = outputs(entry)
     [rank] = out["9"]["rr_rank"]

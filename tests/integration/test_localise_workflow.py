@@ -17,7 +17,7 @@ import pytest
 
 from tests.comfy_server import ARTIFACTS_DIR, REPO_ROOT, Graph, execution_error, images, outputs
 from tests.fixtures import tiny_grounding as T
-from tests.twins import for_tests, insert_replay, load_twin, pointwise_answer
+from tests.twins import add_previews, for_tests, insert_replay, load_twin, pointwise_answer
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +63,8 @@ def grounding_models(models_dir) -> Path:
 
 
 def tiny_twin(models_dir, seed: int, **localise) -> dict:
-    api = insert_replay(for_tests(load_twin(TWIN), models_dir, seed, max_new_tokens=1024), SCRIPT)
+    api = insert_replay(add_previews(for_tests(load_twin(TWIN), models_dir, seed, max_new_tokens=1024),
+                                     {"23": ["9", 4], "26": ["20", 4]}), SCRIPT)   # the critiques as text
     for node in api.values():
         if node["class_type"] == "RR_LoadGrounding":
             node["inputs"].update(detector=T.GDINO_NAME, segmenter=T.SAM_NAME)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image, ImageChops
 
 from tests.comfy_server import Graph, images, interrupted, outputs
-from tests.twins import for_tests, insert_replay, load_twin, pointwise_answer
+from tests.twins import add_previews, for_tests, insert_replay, load_twin, pointwise_answer
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +16,8 @@ REFINED = "a red fox sitting in deep fresh snow at sunrise, sharp focus, golden 
 
 
 def t2i_loop(comfy_server, models_dir, script, **end_inputs) -> dict:
-    api = for_tests(load_twin("t2i_refine_loop"), models_dir, comfy_server.fresh_seed(), max_new_tokens=600)
+    api = add_previews(for_tests(load_twin("t2i_refine_loop"), models_dir, comfy_server.fresh_seed(),
+                                 max_new_tokens=600), {"13": ["10", 4]})   # the history as text
     api["10"]["inputs"].update(end_inputs)
     return insert_replay(api, script) if script is not None else api
 
@@ -151,7 +152,8 @@ def test_later_rounds_keep_the_users_negative_prompt(comfy_server, models_dir):
     seed = comfy_server.fresh_seed()
     second_rounds = []
     for negative in ("blurry, low quality, watermark", "cartoon, oversaturated, deformed hands"):
-        api = insert_replay(for_tests(load_twin("t2i_refine_loop"), models_dir, seed, max_new_tokens=600), script)
+        api = insert_replay(add_previews(for_tests(load_twin("t2i_refine_loop"), models_dir, seed, max_new_tokens=600),
+                                         {"13": ["10", 4]}), script)
         api["4"]["inputs"]["text"] = negative
         entry = comfy_server.run(api, timeout=300)
         assert len(loop_history(entry)["rounds"]) == 2

@@ -226,5 +226,5 @@ def test_loop_state_stops_on_the_rule_and_with_no_readable_round():
 def test_stop_dimensions_parse_keys_and_titles():
     assert parse_stop_dimensions("text_faithfulness, Physical Quality") == ("text_faithfulness", "physical_quality")
     for bad in ("", " , ", "text_faithfulness, sharpness"):
-        with pytest.raises(ValueError, match="comma-separated keys"):
+        with pytest.raises(ValueError, match="stop dimension.*Physical and Visual Quality"):
             parse_stop_dimensions(bad)

@@ -1,0 +1,228 @@
+"""Hand-made canvas layouts of the shipped workflows: node boxes, groups and the notes that explain
+each part. ``python -m scripts.workflow_format URL tests/workflows/X.api.json workflows/X.json``
+combines a twin with its layout here into the UI file.
+
+Boxes are ``[x, y, width, height]`` of the node body (its title bar sits 30 px above ``y``). Each
+workflow reads left to right, one group per step, and a note beside what it explains.
+"""
+from __future__ import annotations
+
+BLUE, GREEN, PURPLE, ORANGE, YELLOW, GREY = "#3f789e", "#8A8", "#a1309b", "#b06634", "#b58b2a", "#444"
+
+CRITIC_NOTE = """### The critic
+**RationalRewards-8B-T2I** judges text-to-image results; **RationalRewards-8B-Edit** judges edits. Download once (about 17.5 GB each):
+
+`hf download TIGER-Lab/RationalRewards-8B-T2I --local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-T2I`
+
+or switch on *download if missing*. It needs about 17.5 GB of free VRAM in bf16, or runs from RAM on the CPU (slow). It shares the GPU with your generator: ComfyUI swaps them.
+
+**First run:** loading takes a while; with *decoding speed mode* = auto on a CUDA GPU the first critique also compiles for a minute or more (the node shows what it is doing). Pick *plain* to skip compiling when you judge only a few images."""
+
+CARD_NOTE = """### The result
+After a run the node shows a **card**: one bar per dimension (1-4; 4 = no problem), the overall score (0-1), the critic's reasons (click to open) and a **refined prompt** with a Copy button.
+
+Scores that could not be read say *unreadable*; Text Rendering is *N/A* when the prompt asks for no text. The outputs (scores, critique text, refined prompt) can be wired into other nodes."""
+
+LAYOUTS: dict[str, dict] = {
+    # ---------------------------------------------------------------------------------------------
+    "critique_my_image": {
+        "nodes": {"1": [40, 120, 360, 460], "2": [460, 120, 400, 390], "3": [920, 480, 480, 470]},
+        "notes": [
+            {"id": 10, "title": "Start here", "box": [40, -230, 1360, 150], "text": (
+                "## Critique my image\n"
+                "Judges a picture you already have: no generator model needed. **1** load the image, **2** pick "
+                "the critic, **3** type the prompt the image was made from, then **Queue**. The critique appears "
+                "on the Critique Image node.")},
+            {"id": 11, "box": [40, 630, 360, 250], "text": (
+                "### Your image\nClick *choose file to upload* or drop an image here. Any size works: the critic "
+                "scales large images down (see *max image pixels* on the loader).")},
+            {"id": 12, "box": [460, 560, 400, 420], "text": CRITIC_NOTE},
+            {"id": 13, "box": [920, 120, 480, 300], "text": (
+                "### Critique\nType the **prompt the image was made from** (what it should show): the critic "
+                "judges the image against it.\n\n" + CARD_NOTE.split("\n", 1)[1])},
+        ],
+        "groups": [{"title": "1 · Your image", "color": BLUE, "members": ["1", 11]},
+                   {"title": "2 · The critic", "color": GREEN, "members": ["2", 12]},
+                   {"title": "3 · Critique", "color": PURPLE, "members": ["3", 13]}],
+    },
+    # ---------------------------------------------------------------------------------------------
+    "critique_generated_image": {
+        "nodes": {"1": [40, 120, 340, 100], "2": [40, 270, 340, 200], "4": [40, 520, 340, 130],
+                  "3": [420, 120, 300, 60], "5": [420, 230, 300, 110], "6": [760, 120, 320, 480],
+                  "7": [760, 650, 320, 50], "8": [1180, 120, 400, 390], "9": [1640, 440, 480, 470],
+                  "10": [2180, 120, 380, 420]},
+        "notes": [
+            {"id": 20, "title": "Start here", "box": [40, -230, 2520, 150], "text": (
+                "## Generate an image and critique it\n"
+                "SD1.5 makes an image from the prompt, the critic judges it against the same prompt, and Save "
+                "Critique keeps the image with its critique. Swap the generator for any model: keep the image "
+                "and the prompt wired into Critique Image.")},
+            {"id": 21, "box": [420, 400, 300, 300], "text": (
+                "### Generator\nAny checkpoint works (SDXL, FLUX ...): replace these nodes with your own and "
+                "connect your decoded IMAGE to Critique Image. The prompt node feeds both the generator and "
+                "the critic, so they judge the same words.")},
+            {"id": 22, "box": [1180, 560, 400, 420], "text": CRITIC_NOTE},
+            {"id": 23, "box": [1640, 120, 480, 260], "text": CARD_NOTE},
+            {"id": 24, "box": [2180, 590, 380, 250], "text": (
+                "### Save Critique\nSaves the image into ComfyUI's output folder like Save Image, with the "
+                "critique in the PNG's metadata and a .json beside it (scores and text only: no folders or "
+                "keys). Turn off *workflow in the PNG too* to share the PNG without the workflow.")},
+        ],
+        "groups": [{"title": "1 · Generate (any model)", "color": BLUE, "members": ["1", "2", "3", "4", "5", "6",
+                                                                                  "7", 21]},
+                   {"title": "2 · The critic", "color": GREEN, "members": ["8", 22]},
+                   {"title": "3 · Critique and save", "color": PURPLE, "members": ["9", 23, "10", 24]}],
+    },
+    # ---------------------------------------------------------------------------------------------
+    "rank_batch": {
+        "nodes": {"1": [40, 120, 340, 100], "2": [40, 270, 340, 200], "4": [40, 520, 340, 130],
+                  "3": [420, 120, 300, 60], "5": [420, 230, 300, 110], "6": [760, 120, 320, 480],
+                  "7": [760, 650, 320, 50], "8": [1180, 120, 400, 390], "9": [1640, 380, 520, 520],
+                  "10": [2220, 120, 360, 400]},
+        "notes": [
+            {"id": 20, "title": "Start here", "box": [40, -230, 2540, 150], "text": (
+                "## Best of N\n"
+                "Generates a batch of candidates (*batch_size* on Empty Latent Image), the critic scores every "
+                "one, and Rank Images sorts them best first. To rank **edits** of one image, connect the source "
+                "image to Rank's *before (source, for edits)* input and load the Edit critic.")},
+            {"id": 21, "box": [420, 400, 300, 300], "text": (
+                "### Candidates\nRaise *batch_size* for more candidates; each costs one critique. Any generator "
+                "works: connect its decoded IMAGE batch to Rank Images.")},
+            {"id": 22, "box": [1180, 560, 400, 420], "text": CRITIC_NOTE},
+            {"id": 23, "box": [1640, 120, 520, 200], "text": (
+                "### Ranking card\nThumbnails best first with each one's rank, input index and overall score; "
+                "click a candidate to read its critique. Unreadable critiques go last; ties keep the input "
+                "order.")},
+            {"id": 24, "box": [2220, 570, 360, 160], "text": (
+                "### Keep the best\nSaves only the top image (*best*). Use *ranked* for the whole sorted batch.")},
+        ],
+        "groups": [{"title": "1 · Generate candidates", "color": BLUE, "members": ["1", "2", "3", "4", "5", "6",
+                                                                                  "7", 21]},
+                   {"title": "2 · The critic", "color": GREEN, "members": ["8", 22]},
+                   {"title": "3 · Rank and keep the best", "color": PURPLE, "members": ["9", 23, "10", 24]}],
+    },
+    # ---------------------------------------------------------------------------------------------
+    "t2i_refine_loop": {
+        "nodes": {"1": [40, 120, 340, 100], "4": [40, 270, 340, 130], "2": [440, 120, 380, 260],
+                  "3": [880, 120, 300, 60], "5": [880, 230, 300, 110], "6": [1220, 120, 320, 480],
+                  "7": [1220, 650, 320, 50], "8": [40, 800, 400, 390], "9": [880, 1040, 480, 470],
+                  "10": [1600, 510, 440, 520], "11": [2100, 120, 360, 420], "12": [2100, 600, 360, 360]},
+        "notes": [
+            {"id": 20, "title": "Start here", "box": [40, -230, 2420, 150], "text": (
+                "## Generate → critique → refine\n"
+                "Each round generates from the prompt, the critic judges the image and writes a better prompt, "
+                "and the next round uses it, until the image is good enough (Text Faithfulness and Physical and "
+                "Visual Quality at 3 or more, as published) or *max rounds* is reached. The best round comes out, "
+                "not the last.")},
+            {"id": 21, "box": [440, 430, 380, 250], "text": (
+                "### Loop Start\nType **your prompt** here. Its *prompt* output goes into your positive text "
+                "encoder, *seed* into your sampler. Everything between Loop Start and Loop End reruns each "
+                "round; loaders and the negative prompt are shared.")},
+            {"id": 25, "box": [40, 450, 340, 160], "text": (
+                "### Shared\nThe checkpoint and the negative prompt sit outside the loop: they load once and "
+                "serve every round.")},
+            {"id": 22, "box": [40, 1240, 400, 420], "text": CRITIC_NOTE},
+            {"id": 23, "box": [880, 820, 480, 160], "text": (
+                "### Critique\nJudges each round's image against that round's prompt (wired from Loop Start). "
+                "Its card shows the latest round.")},
+            {"id": 24, "box": [1600, 120, 440, 330], "text": (
+                "### Loop End\n*good enough when these* lists the scores that must reach the threshold, by their "
+                "names on the card (checked when you queue). *next prompt* = merge keeps your LoRA tags, "
+                "embeddings and (word:1.2) weights; *always keep* protects trigger words. The card shows every "
+                "round and the prompt changes.")},
+        ],
+        "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "4", 25]},
+                   {"title": "1 · Loop: generate", "color": BLUE, "members": ["2", "3", "5", "6", "7", 21]},
+                   {"title": "2 · The critic", "color": GREEN, "members": ["8", 22]},
+                   {"title": "3 · Loop: critique", "color": PURPLE, "members": ["9", 23]},
+                   {"title": "4 · Decide and keep the best", "color": ORANGE, "members": ["10", 24, "11", "12"]}],
+    },
+    # ---------------------------------------------------------------------------------------------
+    "edit_refine_loop": {
+        "nodes": {"1": [40, 120, 340, 100], "5": [40, 270, 340, 130], "2": [40, 460, 340, 420],
+                  "3": [440, 120, 380, 260], "4": [880, 120, 300, 60], "6": [880, 230, 300, 60],
+                  "7": [1220, 120, 320, 480], "8": [1220, 650, 320, 50], "9": [440, 960, 400, 390],
+                  "10": [1000, 1240, 480, 470], "11": [1600, 440, 440, 520], "12": [2100, 120, 360, 420],
+                  "13": [2100, 600, 360, 360]},
+        "notes": [
+            {"id": 20, "title": "Start here", "box": [40, -230, 2420, 150], "text": (
+                "## Edit → critique → refine\n"
+                "Each round edits the source image with the instruction, the Edit critic judges the edit, and the "
+                "next round uses its refined instruction. One refinement (*max rounds* = 2) is the published "
+                "setting.")},
+            {"id": 21, "title": "Put your editing model here", "box": [880, 340, 300, 520], "text": (
+                "### ⚠ Your editing model goes here\nThe SD1.5 img2img in this group (text encode, VAE Encode, "
+                "KSampler at denoise 0.55, VAE Decode) is only a **stand-in** so the graph runs anywhere. Replace "
+                "it with a real editing model, e.g. **Qwen-Image-Edit** (TextEncodeQwenImageEdit with the source "
+                "image) or **FLUX.1 Kontext** (ReferenceLatent on the source latent), with its loaders in the "
+                "Shared group.\n\nKeep the wiring: Loop Start *prompt* → your instruction input, *seed* → your "
+                "sampler, your decoded image → Critique Edit *after (edited)* and Loop End *image*.")},
+            {"id": 22, "box": [40, 930, 340, 260], "text": (
+                "### Source image\nThe image to edit. It is shared by every round and is the *before* image the "
+                "critic compares against.")},
+            {"id": 23, "box": [440, 1400, 400, 420], "text": CRITIC_NOTE.replace(
+                "RationalRewards-8B-T2I --local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-T2I",
+                "RationalRewards-8B-Edit --local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-Edit")},
+            {"id": 24, "box": [1000, 960, 480, 220], "text": (
+                "### Critique Edit\nJudges the edit against the source and the instruction on four dimensions "
+                "(adds Image Faithfulness: was the rest kept?). The overall score uses *rl_edit* here, as the "
+                "authors' editing RL did.")},
+            {"id": 25, "box": [1600, 120, 440, 260], "text": (
+                "### Loop End\nStops when the edit is good enough, when a round is no better, or after *max "
+                "rounds*; returns the best round. *good enough when these* takes the names shown on the card.")},
+        ],
+        "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "5", "2", 22]},
+                   {"title": "1 · Loop: edit (stand-in: replace with your editing model)", "color": BLUE,
+                    "members": ["3", "4", "6", "7", "8", 21]},
+                   {"title": "2 · The Edit critic", "color": GREEN, "members": ["9", 23]},
+                   {"title": "3 · Loop: critique the edit", "color": PURPLE, "members": ["10", 24]},
+                   {"title": "4 · Decide and keep the best", "color": ORANGE, "members": ["11", 25, "12", "13"]}],
+    },
+    # ---------------------------------------------------------------------------------------------
+    "critique_localise_inpaint": {
+        "nodes": {"1": [40, 120, 340, 100], "2": [40, 270, 340, 200], "4": [40, 520, 340, 130],
+                  "3": [420, 120, 300, 60], "5": [420, 230, 300, 110], "6": [760, 120, 320, 480],
+                  "7": [760, 650, 320, 50],
+                  "8": [40, 900, 400, 390], "9": [500, 1160, 480, 470],
+                  "10": [1180, 120, 380, 420], "11": [1180, 620, 380, 170], "12": [1620, 120, 400, 420],
+                  "21": [1620, 620, 400, 360], "24": [1180, 1000, 380, 200], "25": [1620, 1040, 400, 200],
+                  "13": [2140, 120, 360, 220], "14": [2140, 390, 360, 60], "15": [2140, 500, 360, 50],
+                  "16": [2140, 600, 360, 50], "17": [2560, 120, 320, 480], "18": [2560, 650, 320, 50],
+                  "19": [2560, 750, 320, 150],
+                  "20": [2980, 340, 480, 470], "22": [3520, 120, 380, 360]},
+        "notes": [
+            {"id": 30, "title": "Start here", "box": [40, -230, 3860, 150], "text": (
+                "## Critique → find the flaws → inpaint them → critique again\n"
+                "The critic names what is wrong (\"the left hand has six fingers\"), GroundingDINO finds it, SAM "
+                "masks it, and the sampler repaints only the mask with the critic's refined prompt. The second "
+                "critique shows whether the fix worked.")},
+            {"id": 31, "box": [420, 400, 300, 300], "text": (
+                "### Generator\nAny model works; for the repaint (group 4) use the same model family as the "
+                "image, or an inpainting checkpoint.")},
+            {"id": 32, "box": [40, 1340, 400, 420], "text": CRITIC_NOTE},
+            {"id": 33, "box": [500, 900, 480, 200], "text": (
+                "### First critique\nIts scores decide what counts as a defect: dimensions below *fix scores "
+                "below* (on Defect Phrases) are searched for.")},
+            {"id": 34, "box": [1180, 1280, 840, 240], "text": (
+                "### Find the flaws\n**Defect Phrases** asks the critic one short follow-up: which regions to fix. "
+                "**Load Grounding Models**: GroundingDINO (models/grounding-dino) and SAM (models/sams), "
+                "e.g. `hf download IDEA-Research/grounding-dino-tiny --local-dir "
+                "ComfyUI/models/grounding-dino/grounding-dino-tiny`. The preview shows the boxes and masks; nothing "
+                "found gives an empty mask and the report says so.")},
+            {"id": 35, "box": [2140, 700, 360, 300], "text": (
+                "### Inpaint\nThe refined prompt is encoded, the image's latent gets the mask, the sampler "
+                "repaints only there (*denoise* 0.75), and the repaint is pasted back so nothing outside the "
+                "mask changes.")},
+            {"id": 36, "box": [2980, 120, 480, 160], "text": (
+                "### Critique the fix\nThe same critic judges the repaired image against the original prompt: "
+                "compare its card with the first one. Save Image keeps the repaired image.")},
+        ],
+        "groups": [{"title": "1 · Generate", "color": BLUE, "members": ["1", "2", "3", "4", "5", "6", "7", 31]},
+                   {"title": "2 · Critique", "color": GREEN, "members": ["8", "9", 32, 33]},
+                   {"title": "3 · Find the flaws", "color": YELLOW, "members": ["10", "11", "12", "21", "24", "25",
+                                                                             34]},
+                   {"title": "4 · Inpaint the flaws", "color": BLUE, "members": ["13", "14", "15", "16", "17",
+                                                                                "18", "19", 35]},
+                   {"title": "5 · Critique again and save", "color": PURPLE, "members": [36, "20", "22"]}],
+    },
+}
