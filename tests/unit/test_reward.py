@@ -113,9 +113,15 @@ def test_edit_reward_with_ref_images(peer):
 
 
 def test_a_request_that_times_out_is_masked_not_fatal():
-    with FakeOpenAI(answer=answer, delay=lambda body: 3.0 if tag_of(body) == 1 else 0.0) as peer:
-        reward = RationalReward(servers=peer.url, model="critic", options=OPTS, timeout_s=0.5)
+    import threading
+    from tests.fixtures.fake_openai import Reply, completion
+    never = threading.Event()       # item-1's reply is held until the client has given up on it
+    with FakeOpenAI(answer=answer) as peer:
+        peer.script = [lambda body: Reply(body=completion(answer(body)), hold=never if tag_of(body) == 1 else None)
+                       for _ in range(2)]
+        reward = RationalReward(servers=peer.url, model="critic", options=OPTS, timeout_s=5, max_concurrency=2)
         r = reward(batch(2), ["item-0", "item-1"])
+        never.set()
     assert not r.unreadable[0] and r.unreadable[1] and r.overall[1] == 0.0
     assert "ServerTimeout" in r.errors[1] and r.critiques[1] is None
 
