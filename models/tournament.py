@@ -160,7 +160,7 @@ WINNER_SCORE = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
 def pairwise_rank(critic, images: Sequence, prompt: str, options=None, *, source=None, seed: int = 0,
-                  both_orders: bool = False, progress=None, should_stop=None):
+                  both_orders: bool = False, progress=None, should_stop=None, answer_progress=None):
     """Rank PIL ``images`` for ``prompt`` (an edit of ``source`` when given) by a merge tournament of
     pairwise critiques. Returns the :class:`TournamentResult` and the parsed comparisons, one per match."""
     from .critic import Item
@@ -174,7 +174,8 @@ def pairwise_rank(critic, images: Sequence, prompt: str, options=None, *, source
         items = [Item(task, "pairwise", prompt, (images[i], images[j]) if source is None
                       else (source, images[i], images[j])) for i, j in pairs]
         parsed = [parse_pairwise(a, task) for a in critic.run(items, options, progress=progress,
-                                                             should_stop=should_stop)]
+                                                             should_stop=should_stop,
+                                                             answer_progress=answer_progress)]
         critiques.extend(parsed)
         return [WINNER_SCORE.get(pc.winner.value) for pc in parsed]
 
