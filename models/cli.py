@@ -83,8 +83,8 @@ def _critique(args: argparse.Namespace) -> int:
     out = open(args.out, "a", encoding="utf-8") if args.out else sys.stdout
     try:
         for path, crit, critic in zip(args.images, crits, used):
-            record = {"image": str(path), "prompt": args.prompt, "source": args.source,
-                      "model": critic.name, **template_record(critic, task)} | critique_record(crit, args.weights)
+            record = ({"image": str(path), "prompt": args.prompt, "source": args.source, "model": critic.name}
+                      | critique_record(crit, args.weights) | template_record(critic, task))
             out.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
     finally:
         if out is not sys.stdout:
@@ -109,6 +109,42 @@ def _critique_manifest(args: argparse.Namespace) -> int:
           f"(of {report.in_shard} rows in shard {args.shard}; {report.total} in the manifest)"
           + (f"; failed rows listed in {args.out}.errors.jsonl" if report.failed else ""), file=sys.stderr)
     return 0 if not report.failed else 1
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .benchmarks import read_benchmark
+    from .evaluate import cache_path_for, collect_answers, format_table, published_for, read_cache, score
+
+    pairs = read_benchmark(args.format, args.data, args.task)
+    if args.limit:
+        pairs = pairs[:args.limit]
+    tasks = sorted({p.task.value for p in pairs})
+    if len(tasks) > 1:
+        raise SystemExit(f"rationalrewards eval: {args.data} mixes tasks {tasks}; pass --task or split the data")
+    task = tasks[0] if tasks else (args.task or "t2i")
+    cache = Path(args.cache) if args.cache else cache_path_for(args.out)
+    failed: dict = {}
+    skipped: dict = {}
+    model = args.model
+    if not args.rescore:
+        from .dispatch import Dispatcher
+        critics = _make_critics(args)
+        model = critics[0].name
+        with Dispatcher(critics, args.max_concurrency) as pool:
+            report = collect_answers(pairs, pool, cache, args.mode, _options(args), progress=not args.no_progress)
+        failed, skipped = report.failed, report.skipped
+    elif not cache.exists():
+        raise SystemExit(f"rationalrewards eval --rescore: no answer cache at {cache}; run without --rescore first "
+                         "(or point --cache at it)")
+    results = score(pairs, read_cache(cache, args.mode), mode=args.mode, rule=args.rule, aspects=args.aspects,
+                    seed=args.seed, resamples=args.bootstrap, failed=failed, skipped=skipped)
+    results = {"format": args.format, "task": task, "data": str(args.data), "model": model, "cache": str(cache),
+               **results, "published": published_for(args.format, task)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+                              encoding="utf-8")
+    print(format_table(results))
+    return 0
 
 
 def _parse(args: argparse.Namespace) -> int:
@@ -344,6 +380,27 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="append JSON lines to this file (default: stdout)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=_critique)
+    e = sub.add_parser("eval", help="preference accuracy of a critic on a benchmark (resumable; --rescore "
+                                    "recomputes from the answer cache)")
+    e.add_argument("--format", required=True, choices=["mmrb2", "genai-bench", "editreward-bench"])
+    e.add_argument("--data", required=True, type=Path, help="the benchmark's parquet/JSON file, or a folder of them")
+    e.add_argument("--task", choices=[t.value for t in Task], default=None,
+                   help="t2i or edit (default: from the file: a source image means edit)")
+    e.add_argument("--mode", choices=["pairwise", "pointwise"], default="pairwise",
+                   help="pairwise: one comparison per pair; pointwise: critique each image, compare the totals")
+    e.add_argument("--rule", choices=["published", "strict"], default="published",
+                   help="published: missing/N/A scores count 2.5 and every pair is decided (the authors' rule); "
+                        "strict: an unreadable score leaves the pair undecided (counted wrong)")
+    e.add_argument("--aspects", choices=["all", "text", "visual"], default="all",
+                   help="which dimensions the totals sum (the authors' modes)")
+    e.add_argument("--out", required=True, help="results JSON; raw answers are cached beside it (*.answers.jsonl)")
+    e.add_argument("--cache", default=None, help="answer cache JSONL (default: beside --out)")
+    e.add_argument("--rescore", action="store_true", help="recompute the results from the cache, without the model")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% interval")
+    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N pairs")
+    e.add_argument("--no-progress", action="store_true")
+    add_critic_arguments(e)
+    e.set_defaults(func=_eval)
     p = sub.add_parser("parse", help="parse a saved critique text (exit 1 when a score is missing)")
     p.add_argument("file", help="text file, or - for stdin")
     p.add_argument("--task", default="t2i", choices=[t.value for t in Task])

@@ -33,9 +33,11 @@ from .images import ImageError
 
 Job = Union[Item, Callable[[], Item]]
 
+# The item itself is bad (missing or unreadable image, empty prompt): skipped, reported with its id.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (CritiqueInputError, ImageError, OSError,
+                                                 Image.DecompressionBombError)
 # A failure of one item: reported with it, the others go on.
-ITEM_ERRORS: tuple[type[BaseException], ...] = (CritiqueInputError, ImageError, OSError, ServerError,
-                                                Image.DecompressionBombError)
+ITEM_ERRORS: tuple[type[BaseException], ...] = INPUT_ERRORS + (ServerError,)
 # A failure that every later item would hit too: the run stops (and can be resumed).
 FATAL_ERRORS: tuple[type[BaseException], ...] = (ServerUnavailable, ApiKeyError, ModelNotServed,
                                                  GenerationInterrupted)
@@ -53,6 +55,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.error is None and self.answer is not None
+
+    @property
+    def bad_input(self) -> bool:
+        """The item could not be built or judged as given (not a server failure)."""
+        return isinstance(self.error, INPUT_ERRORS)
 
     @property
     def error_text(self) -> str:
@@ -250,5 +257,5 @@ def server_critics(urls: str | Sequence[str], model: str = "", *, api_key_env: s
     return critics
 
 
-__all__ = ["Dispatcher", "FATAL_ERRORS", "ITEM_ERRORS", "Job", "Outcome", "error_is_fatal", "is_server",
+__all__ = ["Dispatcher", "FATAL_ERRORS", "INPUT_ERRORS", "ITEM_ERRORS", "Job", "Outcome", "error_is_fatal", "is_server",
            "server_critics"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .backends.base import GenerationOptions
-from .critic import Critic, Item
+from .critic import Critic, CritiqueInputError, Item
 from .critique import Critique
 from .dispatch import Dispatcher, Outcome
 from .parser import parse_critique
@@ -96,7 +96,12 @@ def shard_of(row_id: str, n: int) -> int:
 def template_record(critic: Critic, task: Task, mode: str = "pointwise") -> dict[str, str]:
     """Which template judged it: name and a short hash of its text (a user-edited template shows)."""
     tpl = critic.template(task, mode)
-    return {"template": tpl.name or template_name(task, mode), "template_hash": tpl.digest}
+    if hasattr(tpl, "info"):          # a parsed template that knows its name, hash and source
+        info = tpl.info()
+        return {"template": str(info["name"]), "template_hash": str(info["hash"]),
+                "template_source": str(info.get("source", ""))}
+    return {"template": template_name(task, mode),
+            "template_hash": hashlib.sha256(str(tpl).encode("utf-8")).hexdigest()[:10]}
 
 
 def critique_record(critique: Critique, weights: str | dict[str, float] | None = "equal") -> dict[str, Any]:
@@ -172,9 +177,9 @@ def _row_item(row: ManifestRow, base_dir: Path, task: Task | None) -> Callable[[
     def build() -> Item:
         row_task = task or (Task.EDIT if not is_empty_cell(row.source) else Task.T2I)
         if row_task is Task.EDIT and is_empty_cell(row.source):
-            raise ValueError("task is edit but the row has no 'source' image")
+            raise CritiqueInputError("task is edit but the row has no 'source' image")
         if is_empty_cell(row.image):
-            raise ValueError("the row has no 'image'")
+            raise CritiqueInputError("the row has no 'image'")
         image = load_image(row.image, base_dir)
         images = (image,) if row_task is Task.T2I else (load_image(row.source, base_dir), image)
         return Item(row_task, "pointwise", row.prompt, images)
@@ -229,9 +234,8 @@ def _record(row: ManifestRow, outcome: Outcome, weights) -> dict[str, Any]:
     item, critic = outcome.item, outcome.critic
     crit = parse_critique(outcome.answer or "", item.task)
     record = {"id": row.id, "image": describe_cell(row.image), "prompt": row.prompt,
-              "source": describe_cell(row.source), "model": critic.name or getattr(critic.backend, "model", ""),
-              **template_record(critic, item.task, "pointwise")}
-    return record | critique_record(crit, weights)
+              "source": describe_cell(row.source), "model": critic.name or getattr(critic.backend, "model", "")}
+    return record | critique_record(crit, weights) | template_record(critic, item.task, "pointwise")
 
 
 def _progress(total: int, initial: int, enabled: bool):

@@ -15,6 +15,8 @@ from typing import Any, Iterator
 
 from PIL import Image
 
+from .images import ImageError
+
 TABLE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 
 
@@ -81,19 +83,19 @@ def is_empty_cell(cell: Any) -> bool:
 
 
 def load_image(cell: Any, base_dir: str | Path | None = None) -> Image.Image:
-    """A PIL image (fully decoded) from a table cell; raises OSError/ValueError saying what was wrong."""
+    """A PIL image (fully decoded) from a table cell; raises OSError or ImageError saying what was wrong."""
     if isinstance(cell, Image.Image):
         return cell
     if isinstance(cell, (list, tuple)):
         if not cell:
-            raise ValueError("the image cell is an empty list")
+            raise ImageError("the image cell is an empty list")
         return load_image(cell[0], base_dir)
     if isinstance(cell, dict):
         if cell.get("bytes"):
             return load_image(bytes(cell["bytes"]), base_dir)
         if cell.get("path"):
             return load_image(str(cell["path"]), base_dir)
-        raise ValueError("the image cell is a dict without 'bytes' or 'path'")
+        raise ImageError("the image cell is a dict without 'bytes' or 'path'")
     if isinstance(cell, (bytes, bytearray, memoryview)):
         img = Image.open(io.BytesIO(bytes(cell)))
         img.load()
@@ -107,7 +109,7 @@ def load_image(cell: Any, base_dir: str | Path | None = None) -> Image.Image:
         with Image.open(p) as img:
             img.load()
             return img.copy()
-    raise ValueError(f"no image in the cell (got {type(cell).__name__})")
+    raise ImageError(f"no image in the cell (got {type(cell).__name__})")
 
 
 def describe_cell(cell: Any) -> str | None:

@@ -6,9 +6,10 @@ import json
 import torch
 from comfy_api.latest import io, ui
 
-from ..models.cards import rank_card
+from ..models.cards import rank_card, tournament_card, tournament_rows
 from ..models.critic import rank, rank_rows, rank_table
 from ..models.rubric import Task
+from ..models.tournament import max_comparisons, pairwise_rank
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating,
                      generation_inputs, options_from, to_pil_list, user_errors, weights_input)
 
@@ -24,7 +25,8 @@ class Rank(io.ComfyNode):
             category=CATEGORY,
             description="Critiques every image of a batch against the prompt and sorts the batch by overall "
                         "score, best first (best-of-N). Connect 'source' to rank edits of one image. Unreadable "
-                        "critiques go last; ties keep the input order.",
+                        "critiques go last; ties keep the input order. Mode "
+                        "pairwise ranks by comparing images instead (a merge tournament, Bradley-Terry scores).",
             is_output_node=True,
             inputs=[
                 CriticType.Input("critic", tooltip=CRITIC_TOOLTIP),
@@ -38,6 +40,14 @@ class Rank(io.ComfyNode):
                                        "One source for all candidates, or one per candidate."),
                 weights_input(),
                 *generation_inputs(),
+                io.Combo.Input("mode", options=["pointwise", "pairwise"], default="pointwise", optional=True,
+                               tooltip="pointwise: critique each image and sort by overall score. pairwise: compare "
+                                       "images two at a time in a merge tournament (at most N*log2(N) comparisons; "
+                                       "the critic is strongest at comparing) and sort by the bracket; each image "
+                                       "gets a Bradley-Terry score. The seed also shuffles the bracket."),
+                io.Boolean.Input("both_orders", default=False, optional=True,
+                                 tooltip="pairwise mode: judge every pair as A/B and as B/A and average the two "
+                                         "verdicts (cancels position bias; twice the comparisons)"),
             ],
             outputs=[
                 io.Image.Output(display_name="ranked", tooltip="The batch sorted best first"),
@@ -52,8 +62,11 @@ class Rank(io.ComfyNode):
 
     @classmethod
     def execute(cls, critic, images, prompt: str, weights: str, max_new_tokens: int, temperature: float,
-                seed: int, source=None) -> io.NodeOutput:
+                seed: int, source=None, mode: str = "pointwise", both_orders: bool = False) -> io.NodeOutput:
         handle = check_critic(critic, NODE)
+        if mode == "pairwise":
+            return cls._pairwise(handle, images, prompt, weights, options_from(max_new_tokens, temperature, seed),
+                                 seed, both_orders, source)
         with user_errors(NODE):
             pils = to_pil_list(images, NODE, "images")
             sources = None if source is None else to_pil_list(source, NODE, "source")
@@ -80,3 +93,29 @@ class Rank(io.ComfyNode):
         preview = ui.PreviewImage(sorted_images, cls=cls).as_dict()
         return io.NodeOutput(sorted_images, sorted_images[:1], ranked[0].index, rank_table(ranked, task), json.dumps(rows),
                              data, ui=preview | rank_card(ranked, rows, prompt, weights))
+
+    @classmethod
+    def _pairwise(cls, handle, images, prompt: str, weights: str, options, seed: int,
+                  both_orders: bool, source=None) -> io.NodeOutput:
+        with user_errors(NODE):
+            pils = to_pil_list(images, NODE, "images")
+            sources = None if source is None else to_pil_list(source, NODE, "source")
+            if sources is not None and len(sources) != 1:
+                raise fail(NODE, f"pairwise mode compares edits of one source image; source has {len(sources)}")
+            with generating(handle, options, max_comparisons(len(pils), both_orders), images, images, source,
+                            node=NODE) as hooks:
+                result, _ = pairwise_rank(handle.critic, pils, prompt, options, seed=seed, both_orders=both_orders,
+                                          source=sources[0] if sources else None, **hooks)
+        order = torch.tensor(result.order, dtype=torch.long)
+        batch = images if images.ndim == 4 else images.unsqueeze(0)
+        sorted_images = batch.index_select(0, order.to(batch.device))
+        rows = tournament_rows(result)
+        lines = ["rank | index | Bradley-Terry | wins / comparisons"] + [
+            f"{r['rank']} | {r['index']} | {r['bt']:+.3f} | {r['wins']:g} / {r['played']}" for r in rows]
+        table_json = json.dumps({"rows": rows, "comparisons": result.comparisons, "seed": seed,
+                                 "both_orders": both_orders})
+        data = CritiqueSet([], [], weights, images=sorted_images,
+                           extra={"tournament": result.to_dict()})
+        preview = ui.PreviewImage(sorted_images, cls=cls).as_dict()
+        return io.NodeOutput(sorted_images, sorted_images[:1], result.order[0], "\n".join(lines), table_json,
+                             data, ui=preview | tournament_card(rows, prompt, result.comparisons))

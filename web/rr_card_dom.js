@@ -234,7 +234,8 @@ export function renderCompare(list, images, imageUrl) {
 
 /** RR_Rank: thumbnails in the order the node sorted them (best first), each with its critique. */
 export function renderRank(list, images, imageUrl) {
-    const card = cardShell("rank", "Ranked candidates");
+    const pairwise = list.some((r) => r.mode === "pairwise");
+    const card = cardShell("rank", pairwise ? "Ranked by pairwise tournament" : "Ranked candidates");
     let offset = 0;
     for (const r of list) {
         const rows = r.rows || [];
@@ -255,8 +256,13 @@ export function renderRank(list, images, imageUrl) {
             }
             const cap = append(cell, el("figcaption")).lastChild;
             append(cap, el("span", "rr-thumb-rank", `#${row.rank}`),
-                   el("span", "rr-thumb-index", `input ${row.index}`),
-                   el("span", "rr-thumb-overall", overallText(row.overall, r.labels)));
+                   el("span", "rr-thumb-index", `input ${row.index}`));
+            if (row.wins != null) {   // pairwise tournament: the bracket's wins and the Bradley-Terry score
+                append(cap, el("span", "rr-thumb-wins", `${row.wins}/${row.played} wins`),
+                       el("span", "rr-thumb-overall", `BT ${Number(row.bt).toFixed(2)}`));
+            } else {
+                append(cap, el("span", "rr-thumb-overall", overallText(row.overall, r.labels)));
+            }
             if (row.warnings) append(cap, el("span", "rr-thumb-warn", "⚠"));
             if (crit) {
                 const d = append(details, el("details", "rr-rank-critique")).lastChild;

@@ -1,0 +1,36 @@
+"""The Rank node's pairwise mode in the real server: a merge tournament through the critic, the bracket's
+wins and Bradley-Terry scores on the card, deterministic for a seed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rationalrewards.tournament import max_comparisons, merge_tournament
+from tests.comfy_server import Graph, outputs
+from tests.twins import pairwise_answer
+
+pytestmark = pytest.mark.integration
+
+
+def test_pairwise_rank_runs_a_seeded_tournament(comfy_server, models_dir):
+    # the scripted judge always prefers image A: the result is the seeded bracket's own order
+    answer = pairwise_answer([(4, 2, "Image A"), (3, 3, "It's a tie"), ("N/A", "N/A", "N/A")])
+    g = Graph()
+    critic = g.node("RR_LoadCritic", checkpoint=models_dir.critic, custom_id="", allow_download=False, dtype="auto",
+                    device="auto", attention="sdpa", max_pixels=0, batch_size=4)
+    replay = g.node("RR_ReplayAnswers", critic=critic, script=json.dumps([{"answer": answer, "mode": "pairwise"}]))
+    seed = comfy_server.fresh_seed()
+    imgs = g.node("EmptyImage", width=32, height=32, batch_size=5, color=seed % 0xFFFFFF)
+    rank = g.node("RR_Rank", critic=replay, images=imgs, prompt="a red cat", weights="equal", max_new_tokens=300,
+                  temperature=0.0, seed=11, mode="pairwise", both_orders=False)
+    table = g.node("PreviewAny", source=rank.out(4))
+    out = outputs(comfy_server.run(g, timeout=300))
+    [card] = out[rank.id]["rr_rank"]
+    expected = merge_tournament(5, lambda pairs: [1.0] * len(pairs), seed=11)
+    assert [r["index"] for r in card["rows"]] == expected.order
+    assert card["mode"] == "pairwise" and card["comparisons"] == expected.comparisons <= max_comparisons(5)
+    assert [r["wins"] for r in card["rows"]] == [expected.wins[i] for i in expected.order]
+    assert all(r["played"] >= 1 for r in card["rows"])
+    data = json.loads(out[table.id]["text"][0])
+    assert data["comparisons"] == expected.comparisons and data["seed"] == 11
