@@ -151,21 +151,35 @@ def resolve_max_pixels(requested: int | None, name: str = "", path: str | Path |
     return int(requested), "set by the user"
 
 
+def plan_critic(path: str | Path, *, quantization: str = "none", dtype: str = "bf16", batch_size: int = 1,
+                max_pixels: int | None = None, new_tokens: int = 2048, attention: str = "sdpa"):
+    """(shape, plan) of one critique with the checkpoint in ``path``, from its config and weight headers."""
+    from . import memory_plan
+
+    shape = memory_plan.shape_from_folder(path)
+    return shape, memory_plan.plan(shape, quantization=quantization, dtype=dtype, batch=batch_size,
+                                   image_pixels=max_pixels or memory_plan.DEFAULT_IMAGE_PIXELS,
+                                   new_tokens=new_tokens, attention=attention)
+
+
 def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download: bool = False,
                 dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
                 max_pixels: int | None = AUTO_MAX_PIXELS, batch_size: int = 4, decoding: str = "auto",
                 template_dirs: Sequence[str | Path] = (), progress: DownloadProgress | None = None,
-                adapter: str | Path | None = None):
+                adapter: str | Path | None = None, path: str | Path | None = None):
     """Resolve ``name`` to a folder (downloading only if allowed) and load an in-process critic.
 
     Templates are read from the checkpoint's own ``templates/`` folder first, then from
     ``template_dirs``, then from the pack; a broken user template fails here, naming the file.
-    ``adapter``: a local LoRA folder (PEFT) trained on this checkpoint, merged in at load time."""
+    ``adapter``: a local LoRA folder (PEFT) trained on this checkpoint, merged in at load time.
+    ``path``: the folder, when the caller already resolved it (e.g. to plan memory first)."""
     from .backends.transformers_backend import TransformersBackend
     from .critic import Critic
     from .prompting import check_templates
 
-    path = resolve_checkpoint(name, search_dirs, allow_download=allow_download, progress=progress)
+    if path is None:
+        path = resolve_checkpoint(name, search_dirs, allow_download=allow_download, progress=progress)
+    path = Path(path)
     folders = [path / "templates", *(Path(d) for d in template_dirs)]
     check_templates(folders)
     pixels, why = resolve_max_pixels(max_pixels, name, path)
