@@ -101,15 +101,28 @@ def download(repo_id: str, target: Path, progress: DownloadProgress | None = Non
     return target
 
 
+def plan_critic(path: str | Path, *, quantization: str = "none", dtype: str = "bf16", batch_size: int = 1,
+                max_pixels: int | None = None, new_tokens: int = 2048, attention: str = "sdpa"):
+    """(shape, plan) of one critique with the checkpoint in ``path``, from its config and weight headers."""
+    from . import memory_plan
+
+    shape = memory_plan.shape_from_folder(path)
+    return shape, memory_plan.plan(shape, quantization=quantization, dtype=dtype, batch=batch_size,
+                                   image_pixels=max_pixels or memory_plan.DEFAULT_IMAGE_PIXELS,
+                                   new_tokens=new_tokens, attention=attention)
+
+
 def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download: bool = False,
                 dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
                 max_pixels: int | None = None, batch_size: int = 4, decoding: str = "auto",
-                progress: DownloadProgress | None = None):
-    """Resolve ``name`` to a folder (downloading only if allowed) and load an in-process critic."""
+                progress: DownloadProgress | None = None, path: str | Path | None = None):
+    """Resolve ``name`` to a folder (downloading only if allowed) and load an in-process critic.
+    ``path``: the folder, when the caller already resolved it (e.g. to plan memory first)."""
     from .backends.transformers_backend import TransformersBackend
     from .critic import Critic
 
-    path = resolve_checkpoint(name, search_dirs, allow_download=allow_download, progress=progress)
+    if path is None:
+        path = resolve_checkpoint(name, search_dirs, allow_download=allow_download, progress=progress)
     backend = TransformersBackend.load(path, dtype=dtype, device=device, attention=attention,
                                        batch_size=batch_size, decoding=decoding)
     return Critic(backend=backend, max_pixels=max_pixels, name=name)

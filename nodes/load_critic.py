@@ -1,16 +1,35 @@
 """Load critic: a checkpoint folder or Hugging Face id → RR_CRITIC."""
 from __future__ import annotations
 
+import logging
+
+import comfy.model_management as mm
 import comfy.utils
+import torch
 from comfy_api.latest import io
 
 from ..models.backends.transformers_backend import DECODING, DTYPES, available_attention, pick_dtype
-from ..models.loader import KNOWN_CRITICS, list_local, load_critic
+from ..models.loader import KNOWN_CRITICS, list_local, load_critic, plan_critic, resolve_checkpoint
+from ..models.memory_plan import MemoryPlanError, check, gib
 from ..models.script import AnswerScript
 from . import residency
 from .common import CATEGORY, CriticType, check_critic, fail, model_dirs, user_errors
 
 NODE = "RR Load Critic"
+log = logging.getLogger("RationalRewards")
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes a critique can have on ``device``: free memory plus what ComfyUI's memory manager would evict
+    for it (the models it has loaded there). On the CPU evicting frees nothing, so free RAM only."""
+    free = int(mm.get_free_memory(device))
+    if device.type == "cpu":
+        return free
+    evictable = 0
+    for loaded in mm.current_loaded_models:
+        if loaded.model is not None and str(loaded.device) == str(device):
+            evictable += int(loaded.model_loaded_memory())
+    return free + evictable
 
 
 def checkpoint_options() -> list[str]:
@@ -77,11 +96,27 @@ class LoadCritic(io.ComfyNode):
         # manager moves them when a critique runs (nodes/residency.py).
         dtype = next(k for k, v in DTYPES.items() if v == pick_dtype(dtype, target))
         with user_errors(NODE):
-            critic = load_critic(name, model_dirs(), allow_download=allow_download, dtype=dtype,
+            path = resolve_checkpoint(name, model_dirs(), allow_download=allow_download,
+                                      progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
+        try:
+            shape, plan = plan_critic(path, dtype=dtype, batch_size=batch_size, max_pixels=max_pixels or None,
+                                      attention=attention)
+        except (KeyError, TypeError, ValueError, OSError) as e:   # an architecture the plan has no shape for
+            log.warning("RationalRewards: no memory plan for %s (%s: %s); loading without one", path.name,
+                        type(e).__name__, e)
+        else:   # fail before loading when the critique cannot fit (what fits is in the message)
+            budget = memory_budget(target)
+            log.info("RationalRewards memory plan (%s on %s): %s; %s available (free + evictable)%s", path.name,
+                     target, plan.describe(), gib(budget), "".join(f"; {n}" for n in plan.notes))
+            try:
+                check(shape, plan, budget, str(target), attention)
+            except MemoryPlanError as e:
+                raise fail(NODE, str(e)) from None
+        with user_errors(NODE):
+            critic = load_critic(name, model_dirs(), path=path, dtype=dtype,
                                  device=residency.offload_device(target).type,
                                  attention=attention, max_pixels=max_pixels or None, batch_size=batch_size,
-                                 decoding=decoding,
-                                 progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
+                                 decoding=decoding)
         return io.NodeOutput(residency.CriticHandle(critic, residency.attach(critic.backend.model, target,
                                                                              keep_loaded=keep_loaded)))
 

@@ -69,6 +69,7 @@ def test_kept_critic_is_evicted_by_comfyui_and_reloaded_with_the_same_output(com
     first = outputs(comfy_server.run(g, timeout=180))[n["text"].id]["text"]
     ran = log.since()
     assert REQUESTED in ran and LOADED in ran
+    assert "RationalRewards memory plan (tiny-qwen3vl on cpu): needs " in ran and "available (free + evictable)" in ran
     assert OFFLOADED not in ran, "keep_loaded: the critic stays registered after the node"
 
     log.mark()
