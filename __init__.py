@@ -9,10 +9,16 @@ WEB_DIRECTORY = "./web"
 async def comfy_entrypoint():
     from comfy_api.latest import ComfyExtension
 
+    import logging
+
+    from .models.compat import transformers_problem
     from .nodes import NODES
     from .nodes.common import register_model_folder
 
     register_model_folder()
+    problem = transformers_problem()
+    if problem:   # said once here; Load Critic / Load Grounding fail with the same message, other nodes work
+        logging.getLogger("RationalRewards").error("ComfyUI-RationalRewards: %s", problem)
 
     class RationalRewardsExtension(ComfyExtension):
         async def get_node_list(self):

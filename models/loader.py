@@ -115,7 +115,8 @@ def plan_critic(path: str | Path, *, quantization: str = "none", dtype: str = "b
 def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download: bool = False,
                 dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
                 max_pixels: int | None = None, batch_size: int = 4, decoding: str = "auto",
-                progress: DownloadProgress | None = None, path: str | Path | None = None):
+                progress: DownloadProgress | None = None, path: str | Path | None = None,
+                quantization: str = "none"):
     """Resolve ``name`` to a folder (downloading only if allowed) and load an in-process critic.
     ``path``: the folder, when the caller already resolved it (e.g. to plan memory first)."""
     from .backends.transformers_backend import TransformersBackend
@@ -124,5 +125,5 @@ def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download:
     if path is None:
         path = resolve_checkpoint(name, search_dirs, allow_download=allow_download, progress=progress)
     backend = TransformersBackend.load(path, dtype=dtype, device=device, attention=attention,
-                                       batch_size=batch_size, decoding=decoding)
+                                       batch_size=batch_size, decoding=decoding, quantization=quantization)
     return Critic(backend=backend, max_pixels=max_pixels, name=name)

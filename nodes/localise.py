@@ -24,6 +24,7 @@ from ..models.grounding.masks import empty
 from ..models.grounding.phrases import (DefectPhrase, PhraseResult, dedupe, phrases_from_critique, split_phrases,
                                         worst_score)
 from ..models.grounding.segment import MULTIMASK
+from ..models.compat import DependencyError
 from ..models.loader import CheckpointNotFound
 from ..models.rubric import Task
 from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, to_pil_list,
@@ -109,7 +110,7 @@ class LoadGrounding(io.ComfyNode):
                 tokenizer_dirs=grounding_dirs(DETECTOR_FOLDER) + [folder_paths.models_dir],
                 allow_download=allow_download,
                 progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
-        except (GroundingModelNotFound, GroundingLoadError, CheckpointNotFound) as e:
+        except (GroundingModelNotFound, GroundingLoadError, CheckpointNotFound, DependencyError) as e:
             raise fail(node, str(e)) from None
         models.device = device
         return io.NodeOutput(models)

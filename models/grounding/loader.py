@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..compat import require_transformers
 from ..loader import download, is_checkpoint_dir, is_hf_id, local_folder_name
 from .detect import GroundingDetector
 from .localise import GroundingModels
@@ -148,6 +149,7 @@ def _torch_load(path: Path):
 
 def load_detector(name: str, search_dirs: Sequence[str | Path], *, tokenizer_dirs: Sequence[str | Path] = (),
                   allow_download: bool = False, progress: DownloadProgress | None = None) -> GroundingDetector:
+    require_transformers()
     path = resolve(name, search_dirs, "GroundingDINO model", allow_download, progress)
     if path.is_dir():
         from transformers import AutoConfig
@@ -155,7 +157,11 @@ def load_detector(name: str, search_dirs: Sequence[str | Path], *, tokenizer_dir
         if model_type != "grounding-dino":
             raise GroundingLoadError(f"{path.name} is a {model_type!r} model, not GroundingDINO")
         return GroundingDetector.from_folder(path)
-    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import GroundingDinoImageProcessorPil
+    try:   # transformers >= 5.4 names the PIL processor apart; before that it is the plain class
+        from transformers.models.grounding_dino.image_processing_pil_grounding_dino import (
+            GroundingDinoImageProcessorPil)
+    except ImportError:
+        from transformers import GroundingDinoImageProcessor as GroundingDinoImageProcessorPil
 
     from .convert_groundingdino import ConversionError, load_original
     try:
@@ -178,6 +184,7 @@ def load_segmenter(name: str, search_dirs: Sequence[str | Path], *, allow_downlo
         return BoxSegmenter()
     path = resolve(name, search_dirs, "SAM model", allow_download, progress)
     if path.is_dir():
+        require_transformers()
         try:
             return HFSegmenter.from_folder(path)
         except ValueError as e:
