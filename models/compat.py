@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from importlib import metadata
 
-TRANSFORMERS_MIN = "4.57.0"   # keep in step with requirements.txt and pyproject.toml (a unit test checks)
+TRANSFORMERS_MIN = "4.57.1"   # 4.57.0 was yanked from PyPI. Keep in step with requirements.txt and pyproject.toml (a unit test checks)
 TRANSFORMERS_MAX = "6"        # exclusive
 
 

@@ -74,16 +74,16 @@ class LoadCritic(io.ComfyNode):
                                          "(it reloads from pinned RAM in well under a second). On: it stays on the "
                                          "GPU between critiques; ComfyUI still evicts it if a generator needs the "
                                          "memory."),
-                io.Combo.Input("quantization", options=list(QUANTIZATIONS), default="none", optional=True,
-                               tooltip="Shrink the critic's weights while loading (needs the bitsandbytes package): "
-                                       "int8 ~9 GiB and 4bit (NF4) ~6 GiB for the 8B critic instead of 16 GiB in "
-                                       "bf16, so it fits a 12-16 GB card beside the generator. none: as stored. A "
-                                       "folder that is already quantised (bnb, AWQ, GPTQ, FP8) loads as it is."),
                 io.Combo.Input("decoding", options=list(DECODING), default="auto", optional=True,
                                tooltip="auto: compiled decoding (static KV cache + torch.compile) on a CUDA GPU "
                                        "with Triton, plain elsewhere. compiled is several times faster per token "
                                        "but its first critique (and each new batch size) compiles for a minute or "
                                        "more; plain starts at once. Greedy answers are identical in every mode."),
+                io.Combo.Input("quantization", options=list(QUANTIZATIONS), default="none", optional=True,
+                               tooltip="Shrink the critic's weights while loading (needs the bitsandbytes package): "
+                                       "int8 ~9 GiB and 4bit (NF4) ~6 GiB for the 8B critic instead of 16 GiB in "
+                                       "bf16, so it fits a 12-16 GB card beside the generator. none: as stored. A "
+                                       "folder that is already quantised (bnb, AWQ, GPTQ, FP8) loads as it is."),
             ],
             outputs=[CriticType.Output(display_name="critic")],
         )

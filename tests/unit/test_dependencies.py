@@ -31,7 +31,7 @@ def test_transformers_lower_bound_is_the_checked_one():
     assert line == f"transformers>={compat.TRANSFORMERS_MIN},<{compat.TRANSFORMERS_MAX}"
 
 
-@pytest.mark.parametrize("version, ok", [("4.50.3", False), ("4.56.2", False), ("4.57.0", True), ("4.57.6", True),
+@pytest.mark.parametrize("version, ok", [("4.50.3", False), ("4.56.2", False), ("4.57.0", False), ("4.57.1", True), ("4.57.6", True),
                                          ("5.0.0", True), ("5.24.0", True), ("5.24.0.dev0", True), ("6.0.0", False)])
 def test_transformers_range(version, ok):
     problem = compat.transformers_problem(version)

@@ -108,3 +108,22 @@ def test_prequantised_folder_without_its_package_is_a_clear_error(tmp_path, monk
     monkeypatch.setattr(quantization.importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(DependencyError, match="already quantised \\(awq 4-bit\\).*pip install autoawq"):
         quantization.require_method(tmp_path)
+
+
+@needs_bnb
+def test_benchmark_quant_dry_run(tmp_path):
+    """bench/critic_bench.py --quant --dry-run: the quantised-variant steps on the tiny wide critic, on CPU."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "critic_bench.py"
+    spec = importlib.util.spec_from_file_location("critic_bench_quant_under_test", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--quant", "--dry-run", "--variants", "4bit", "--tokens", "4", "--json", str(tmp_path / "q.json")])
+    result = json.loads((tmp_path / "q.json").read_text())
+    row = result["variants"]["4bit"]
+    assert "error" not in row, row
+    assert row["quantization"].startswith("4bit") and row["tokens"] == 4
+    assert row["same_answer_after_swap"] is True and row["simulated"] is True
+    assert abs(row["planned_weight_bytes"] - row["weight_bytes"]) / row["weight_bytes"] < 0.05
