@@ -41,10 +41,11 @@ else
     "$VPY" - "$CONSTRAINTS" <<'PY'
 import sys
 from importlib.metadata import version
+from packaging.version import Version
 for line in open(sys.argv[1]):
     name, want = line.strip().split("==")
     got = version(name)
-    assert got == want, f"{name} {got} installed, {want} wanted"
+    assert Version(got) == Version(want), f"{name} {got} installed, {want} wanted"
     print(f"[lowest] {name}=={got}")
 PY
     echo "$KEY" > "$VENV/.rr-lowest.stamp"
@@ -53,7 +54,11 @@ if [[ "${1:-}" == "--setup" ]]; then exit 0; fi
 
 cd "$ROOT"
 say "unit tests + the shipped critique workflow in the real server, $("$VPY" -c 'import transformers; print("transformers", transformers.__version__)')"
+# The `transformers serve` peer is a test tool of the newest environment (transformers[serving]), not a
+# dependency of the pack: its two parity tests run in the main suite only.
 exec "$VPY" -m pytest -q -p no:cacheprovider tests/unit \
+    --deselect tests/unit/test_openai_server.py::test_greedy_parity_with_the_in_process_backend \
+    --deselect tests/unit/test_openai_server.py::test_real_server_wrong_model_and_forced_answer \
     tests/integration/test_server_smoke.py::test_object_info_lists_core_nodes \
     tests/integration/test_critic_nodes.py::test_critique_workflow_runs_through_the_real_model_and_marks_unparsed \
     tests/integration/test_critic_nodes.py::test_critique_workflow_with_scripted_answer_reports_parsed_scores "$@"

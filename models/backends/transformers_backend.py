@@ -14,6 +14,7 @@ the same in every mode (tests check it on CPU). If compiling fails, the backend 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import logging
 import math
 from pathlib import Path
@@ -56,6 +57,18 @@ def _device_image_processors() -> tuple[type, ...]:
 
 
 DEVICE_IMAGE_PROCESSORS = _device_image_processors()
+
+
+def _no_model_defaults() -> dict:
+    """transformers 4.50-4.57 fill generation settings left at their global default (do_sample=False,
+    repetition_penalty=1.0, ...) from the checkpoint's generation_config.json unless told not to; 5.x has
+    no such merge (and no such argument)."""
+    from transformers import GenerationMixin
+    return ({"use_model_defaults": False}
+            if "use_model_defaults" in inspect.signature(GenerationMixin.generate).parameters else {})
+
+
+NO_MODEL_DEFAULTS = _no_model_defaults()
 
 
 class SeededSampler(LogitsProcessor):
@@ -237,7 +250,8 @@ class TransformersBackend:
         mode = self.decoding_mode()
         try:
             out = self.model.generate(**inputs, generation_config=self.generation_config(options, mode),
-                                      logits_processor=processors, stopping_criteria=StoppingCriteriaList([watch]))
+                                      logits_processor=processors, stopping_criteria=StoppingCriteriaList([watch]),
+                                      **NO_MODEL_DEFAULTS)
         except (GenerationInterrupted, torch.OutOfMemoryError, KeyboardInterrupt):
             raise
         except Exception as e:   # a compiler missing or failing on this machine must not fail the critique

@@ -90,6 +90,7 @@ def resolve(name: str, search_dirs: Sequence[str | Path], what: str, allow_downl
 
 def load_bert_tokenizer(folder: str | Path):
     """A fast BERT tokenizer from a local folder: tokenizer.json if present, else vocab.txt."""
+    import transformers
     from transformers import AutoTokenizer, BertTokenizerFast
 
     folder = Path(folder)
@@ -99,7 +100,10 @@ def load_bert_tokenizer(folder: str | Path):
     if not vocab_file.is_file():
         raise GroundingModelNotFound(f"{folder} has neither tokenizer.json nor vocab.txt")
     words = vocab_file.read_text(encoding="utf-8").splitlines()
-    # vocab={...}: BertTokenizerFast(vocab_file=...) silently builds a 5-token vocabulary in transformers 5.x
+    # vocab={...}: BertTokenizerFast(vocab_file=...) silently builds a 5-token vocabulary in transformers 5.x,
+    # while 4.x knows only vocab_file (it builds the slow tokenizer from the file first)
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
     return BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
 
 
