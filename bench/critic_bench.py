@@ -348,7 +348,6 @@ def quantised(args) -> dict:
     GPU: the Qwen3-VL-8B shape with random bf16 weights, saved once to a temporary folder (17.5 GB of disk)
     and loaded per variant. --dry-run: a tiny Qwen3-VL whose widths bitsandbytes' CPU kernels accept, on
     CPU (timings mean nothing there; the memory figures are the host's)."""
-    import_core()
     import transformers
     from rationalrewards import memory_plan
     from rationalrewards.backends.base import GenerationOptions
