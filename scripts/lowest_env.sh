@@ -56,7 +56,12 @@ cd "$ROOT"
 say "unit tests + the shipped critique workflow in the real server, $("$VPY" -c 'import transformers; print("transformers", transformers.__version__)')"
 # The `transformers serve` peer is a test tool of the newest environment (transformers[serving]), not a
 # dependency of the pack: its two parity tests run in the main suite only.
+# Not yet covered at the lower bound: the defect-localisation tests (tests/unit/test_grounding_models.py).
+# Their fixtures build GroundingDINO / SAM 2 in transformers 5's layout (4.57's Swin keeps a
+# relative_position_index buffer the original-checkpoint converter does not map); the grounding loaders
+# import on 4.57, but their behaviour there is untested.
 exec "$VPY" -m pytest -q -p no:cacheprovider tests/unit \
+    --ignore tests/unit/test_grounding_models.py \
     --deselect tests/unit/test_openai_server.py::test_greedy_parity_with_the_in_process_backend \
     --deselect tests/unit/test_openai_server.py::test_real_server_wrong_model_and_forced_answer \
     tests/integration/test_server_smoke.py::test_object_info_lists_core_nodes \

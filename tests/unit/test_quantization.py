@@ -113,13 +113,8 @@ def test_prequantised_folder_without_its_package_is_a_clear_error(tmp_path, monk
 @needs_bnb
 def test_benchmark_quant_dry_run(tmp_path):
     """bench/critic_bench.py --quant --dry-run: the quantised-variant steps on the tiny wide critic, on CPU."""
-    import importlib.util
-    from pathlib import Path
+    from bench import critic_bench as bench
 
-    path = Path(__file__).resolve().parents[2] / "bench" / "critic_bench.py"
-    spec = importlib.util.spec_from_file_location("critic_bench_quant_under_test", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     bench.main(["--quant", "--dry-run", "--variants", "4bit", "--tokens", "4", "--json", str(tmp_path / "q.json")])
     result = json.loads((tmp_path / "q.json").read_text())
     row = result["variants"]["4bit"]
