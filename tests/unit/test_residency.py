@@ -275,7 +275,7 @@ def test_quantised_critic_is_evicted_and_reloaded_by_comfyui(res, comfy_mm, tiny
     critic = load_critic("tiny-wide", [tiny_wide_dir], device="cpu", quantization=q)
     before = critic.backend.generate([request(critic)], GREEDY)
     r = res.attach(critic.backend.model, res.compute_device("auto"), keep_loaded=True)
-    assert r.movable and isinstance(r.patcher.model.host, core.ModuleMover)
+    assert r.movable and type(r.patcher.model.host).__name__ == "ModuleMover"   # the pack imports its own copy
     assert r.patcher.model_size() == critic.backend.model.get_memory_footprint()
     with caplog.at_level("INFO"):
         with r.use(1 << 20):
