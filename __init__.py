@@ -8,9 +8,15 @@ WEB_DIRECTORY = "./web"
 
 
 async def comfy_entrypoint():
+    import logging
+
+    from .models.compat import transformers_problem
     from .nodes import RationalRewardsExtension, register_model_folder
 
     register_model_folder()
+    problem = transformers_problem()
+    if problem:   # said once here; Load Critic / Load Grounding fail with the same message, other nodes work
+        logging.getLogger("RationalRewards").error("ComfyUI-RationalRewards: %s", problem)
     return RationalRewardsExtension()
 
 

@@ -8,6 +8,10 @@ measured in the same run.
                                           image prep, decoding the answer, parsing) and small-model timings
   python bench/critic_bench.py --dry-run  the GPU mode's steps on a tiny config on CPU (checks the logic;
                                           its timings mean nothing)
+  python bench/critic_bench.py --quant [--dry-run]
+                                          Load Critic's quantisation variants (none/int8/4bit): weight
+                                          memory vs the memory plan, peak memory per critique, swap-in,
+                                          ms per token
 
 Prints one JSON object; ``--json PATH`` also writes it. Needs torch, transformers and the core installed
 (``pip install -e .``, which ``scripts/setup_env.sh`` does): the offload mechanics are the core's
@@ -33,18 +37,16 @@ import torch  # noqa: E402
 # Qwen/Qwen3-VL-8B-Instruct config.json (text and vision towers)
 SHAPES = {
     "8b": dict(text=dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                         num_key_value_heads=8, head_dim=128, max_position_embeddings=262144,
-                         rope_parameters={"rope_type": "default", "rope_theta": 5000000.0,
-                                          "mrope_section": [24, 20, 20], "mrope_interleaved": True}),
+                         num_key_value_heads=8, head_dim=128, max_position_embeddings=262144),
+               rope=({"rope_type": "default", "mrope_section": [24, 20, 20], "mrope_interleaved": True}, 5000000.0),
                vision=dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, patch_size=16,
                            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=4096,
                            num_position_embeddings=2304, deepstack_visual_indexes=[8, 16, 24],
                            hidden_act="gelu_pytorch_tanh"),
                vocab=151936),
     "tiny": dict(text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, head_dim=16, max_position_embeddings=16384,
-                           rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                            "mrope_section": [4, 2, 2], "mrope_interleaved": True}),
+                           num_key_value_heads=2, head_dim=16, max_position_embeddings=16384),
+                 rope=({"rope_type": "default", "mrope_section": [4, 2, 2], "mrope_interleaved": True}, 10000.0),
                  vision=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
                              spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64,
                              num_position_embeddings=64, deepstack_visual_indexes=[0, 1]),
@@ -67,11 +69,14 @@ def build_processor(max_pixels: int):
 def build_model(shape: str, processor, device: str, dtype: torch.dtype):
     """Random weights from the config, allocated directly on ``device`` (8B bf16 on an H100: ~1 s)."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from tests.fixtures.tiny_critic import rope
     tok = processor.tokenizer
     ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
                                                       "<|vision_end|>", "<|im_end|>", "<|endoftext|>")}
     s = SHAPES[shape]
-    cfg = Qwen3VLConfig(text_config=dict(vocab_size=s["vocab"] or len(tok), **s["text"]), vision_config=s["vision"],
+    cfg = Qwen3VLConfig(text_config=dict(vocab_size=s["vocab"] or len(tok), **s["text"], **rope(*s["rope"])),
+                        vision_config=s["vision"],
                         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
                         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
                         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
@@ -333,6 +338,95 @@ def run(args) -> dict:
     return result
 
 
+def quantised(args) -> dict:
+    """Load Critic's quantisation variants through the pack's loader (quantised while loading, as users do):
+    weight memory (measured vs the memory plan), peak memory of one critique, swap-in (host -> device after
+    an offload with ``model.to``, what the residency adapter does for a quantised critic), ms per token,
+    and whether the answer is the same after the round trip.
+
+    GPU: the Qwen3-VL-8B shape with random bf16 weights, saved once to a temporary folder (17.5 GB of disk)
+    and loaded per variant. --dry-run: a tiny Qwen3-VL whose widths bitsandbytes' CPU kernels accept, on
+    CPU (timings mean nothing there; the memory figures are the host's)."""
+    import transformers
+    from rationalrewards import memory_plan
+    from rationalrewards.backends.base import GenerationOptions
+    from rationalrewards.backends.transformers_backend import TransformersBackend
+    from rationalrewards.critic import Critic, Item
+    from rationalrewards.rubric import Task
+
+    gpu = not (args.cpu or args.dry_run)
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("GPU mode needs CUDA; use --dry-run")
+    device = "cuda" if gpu else "cpu"
+    side = args.image or (1024 if gpu else 64)
+    n = args.tokens or (128 if gpu else 8)
+    variants = [v for v in (args.variants or "none,int8,4bit").split(",") if v]
+    result: dict = {"mode": "quant-gpu" if gpu else "quant-dry-run",
+                    "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "device": torch.cuda.get_device_name() if gpu else cpu_name(), "torch": torch.__version__,
+                    "transformers": transformers.__version__, "bitsandbytes": _version("bitsandbytes"),
+                    "image_side": side, "new_tokens": n, "variants": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "critic"
+        if gpu:
+            processor = build_processor(max_pixels=side * side)
+            model = build_model("8b", processor, device, torch.bfloat16)
+            model.save_pretrained(folder)
+            processor.save_pretrained(folder)
+            del model
+            torch.cuda.empty_cache()
+        else:
+            from tests.fixtures.tiny_critic import build_tiny_critic
+            build_tiny_critic(folder, wide=True, max_pixels=max(side * side, 64 * 64))
+        shape = memory_plan.shape_from_folder(folder)
+        for q in variants:
+            row: dict = {}
+            try:
+                if gpu:
+                    torch.cuda.reset_peak_memory_stats()
+                t_load, backend = timed(lambda: TransformersBackend.load(folder, dtype="bf16" if gpu else "fp32",
+                                                                         device=device, quantization=q), device)
+                critic = Critic(backend=backend)
+                req = critic.build(Item(Task.T2I, "pointwise", "a red cat holding a sign", (noise_image(side),)))
+                opts = GenerationOptions(max_new_tokens=n, temperature=0)
+                generate(backend, [req], GenerationOptions(max_new_tokens=2, temperature=0))   # warm
+                weights = backend.model.get_memory_footprint()
+                if gpu:
+                    torch.cuda.synchronize()
+                    base = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                t_gen, (answer, tokens) = timed(lambda: generate(backend, [req], opts), device)
+                peak = (torch.cuda.max_memory_allocated() - base + weights) if gpu else None
+                t_off, _ = timed(lambda: backend.model.to("cpu"), device)
+                t_in, _ = timed(lambda: backend.model.to(device), device)
+                again, _ = generate(backend, [req], opts)
+                planned = memory_plan.plan(shape, quantization=q, dtype="bf16" if gpu else "fp32",
+                                           image_pixels=side * side, new_tokens=n)
+                row.update(load_s=round(t_load, 2), quantization=backend.quantization,
+                           weight_bytes=int(weights), planned_weight_bytes=int(planned.weights),
+                           weight_gib=round(weights / 2**30, 3), planned_weight_gib=round(planned.weights / 2**30, 3),
+                           peak_gib_per_critique=None if peak is None else round(peak / 2**30, 3),
+                           planned_total_gib=round(planned.total / 2**30, 3),
+                           offload_s=round(t_off, 3), swap_in_s=round(t_in, 3),
+                           ms_per_token=round(1000 * t_gen / max(1, tokens), 2), tokens=tokens,
+                           same_answer_after_swap=again == answer, simulated=not gpu)
+                del critic, backend
+            except Exception as e:   # one variant failing (e.g. bitsandbytes missing) must not lose the others
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if gpu:
+                torch.cuda.empty_cache()
+            result["variants"][q] = row
+    return result
+
+
+def _version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpu", action="store_true", help="tiny critic on CPU: overheads and small-model timings")
@@ -348,10 +442,13 @@ def main(argv=None) -> None:
     p.add_argument("--loop-tokens", type=int, default=0)
     p.add_argument("--budget-gb", type=float, default=24.0)
     p.add_argument("--generator-gb", type=float, default=6.5, help="simulated generator weights (SDXL fp16 ~6.5)")
+    p.add_argument("--quant", action="store_true",
+                   help="only the quantised variants (none/int8/4bit): weight and peak memory, swap-in, ms/token")
+    p.add_argument("--variants", default="", help="with --quant: comma-separated subset of none,int8,4bit")
     p.add_argument("--json", type=Path, help="also write the result here")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory():
-        result = run(args)
+        result = quantised(args) if args.quant else run(args)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

@@ -166,12 +166,13 @@ def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download:
                 dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
                 max_pixels: int | None = AUTO_MAX_PIXELS, batch_size: int = 4, decoding: str = "auto",
                 template_dirs: Sequence[str | Path] = (), progress: DownloadProgress | None = None,
-                adapter: str | Path | None = None, path: str | Path | None = None):
+                adapter: str | Path | None = None, path: str | Path | None = None, quantization: str = "none"):
     """Resolve ``name`` to a folder (downloading only if allowed) and load an in-process critic.
 
     Templates are read from the checkpoint's own ``templates/`` folder first, then from
     ``template_dirs``, then from the pack; a broken user template fails here, naming the file.
     ``adapter``: a local LoRA folder (PEFT) trained on this checkpoint, merged in at load time.
+    ``quantization``: none / int8 / 4bit (bitsandbytes); a pre-quantised folder loads as it is.
     ``path``: the folder, when the caller already resolved it (e.g. to plan memory first)."""
     from .backends.transformers_backend import TransformersBackend
     from .critic import Critic
@@ -184,6 +185,7 @@ def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download:
     check_templates(folders)
     pixels, why = resolve_max_pixels(max_pixels, name, path)
     backend = TransformersBackend.load(path, dtype=dtype, device=device, attention=attention,
-                                       batch_size=batch_size, decoding=decoding, adapter=adapter)
+                                       batch_size=batch_size, decoding=decoding, adapter=adapter,
+                                       quantization=quantization)
     return Critic(backend=backend, max_pixels=pixels, max_pixels_source=why, name=name,
                   template_dir=[str(f) for f in folders])

@@ -48,7 +48,7 @@ def load_pipeline(name: str, search_dirs: Sequence[str | Path] = (), *, allow_do
     """
     from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
 
-    from .backends.transformers_backend import pick_device, pick_dtype
+    from .backends.options import pick_device, pick_dtype
 
     dev = pick_device(device)
     kwargs: dict[str, Any] = {"dtype": pick_dtype(dtype, dev), "use_safetensors": True,

@@ -126,13 +126,71 @@ def same_device(a: torch.device, b: torch.device) -> bool:
 
 
 def is_movable(model: torch.nn.Module) -> bool:
-    """False for models a plain ``.to(device)`` would break: bitsandbytes-quantised or device-mapped."""
+    """True when per-tensor host copies (:class:`HostCopies`) can move the model: plain weights on one
+    device. Quantised models keep scales / quantisation state beside their packed weights (see
+    :func:`moves_whole`); device-mapped ones span several devices."""
     if getattr(model, "is_quantized", False) or getattr(model, "hf_quantizer", None) is not None:
         return False
     if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
         return False
+    return not _device_mapped(model)
+
+
+def _device_mapped(model: torch.nn.Module) -> bool:
     device_map = getattr(model, "hf_device_map", None)
-    return not (isinstance(device_map, dict) and len({str(d) for d in device_map.values()}) > 1)
+    return isinstance(device_map, dict) and len({str(d) for d in device_map.values()}) > 1
+
+
+def quantization_method(model: torch.nn.Module) -> str:
+    """'' for a plain model, else its transformers quantisation method (``bitsandbytes``, ``awq``, ...)."""
+    cfg = getattr(getattr(model, "config", None), "quantization_config", None)
+    if cfg is None:
+        quantizer = getattr(model, "hf_quantizer", None)
+        cfg = getattr(quantizer, "quantization_config", None)
+    if cfg is None:
+        return "bitsandbytes" if (getattr(model, "is_loaded_in_8bit", False)
+                                  or getattr(model, "is_loaded_in_4bit", False)) else ""
+    method = cfg.get("quant_method") if isinstance(cfg, dict) else getattr(cfg, "quant_method", "")
+    return str(getattr(method, "value", method) or "")
+
+
+def moves_whole(model: torch.nn.Module) -> bool:
+    """Quantised models that ``model.to(device)`` moves correctly: bitsandbytes 8-bit and 4-bit (current
+    bitsandbytes carries the packed weights, scales and quantisation state with each parameter's own
+    ``.to``; tested on CPU). Other methods (AWQ, GPTQ, FP8 kernels) are not known to, and stay put."""
+    return quantization_method(model) == "bitsandbytes" and not _device_mapped(model)
+
+
+class ModuleMover:
+    """The :class:`HostCopies` interface for models that only move whole (``model.to``): quantised critics.
+
+    No host copy is kept: offloading copies the packed weights to host memory (small: 4-bit weights are a
+    quarter of bf16) and swapping in copies them back. Nothing is pinned.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        footprint = getattr(model, "get_memory_footprint", None)
+        self.nbytes = int(footprint()) if callable(footprint) else sum(
+            t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+        self.pinned_bytes = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: torch.device | str, pin: bool | None = None) -> float:
+        """Move the whole model; returns the seconds it took (synchronised on CUDA)."""
+        device = torch.device(device)
+        t0 = time.perf_counter()
+        if not same_device(self.device, device):
+            self.model.to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    def release(self) -> None:
+        """Nothing pinned, nothing to release (the :class:`HostCopies` interface)."""
 
 
 def inference_bytes(model: torch.nn.Module, batch: int, prompt_tokens: int, new_tokens: int) -> int:

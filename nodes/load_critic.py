@@ -9,10 +9,11 @@ import comfy.utils
 import torch
 from comfy_api.latest import io
 
-from ..models.backends.transformers_backend import DECODING, DTYPES, available_attention, pick_dtype, resolve_decoding
+from ..models.backends.options import DECODING, DTYPES, available_attention, pick_dtype, resolve_decoding
+from ..models.compat import DependencyError
 from ..models.loader import (AUTO_MAX_PIXELS, KNOWN_CRITICS, RR_TRAINED_MAX_PIXELS, list_local, load_critic,
                              model_choices, plan_critic, resolve_checkpoint, resolve_max_pixels)
-from ..models.memory_plan import MemoryPlanError, check, gib
+from ..models.memory_plan import QUANTIZATIONS, MemoryPlanError, check, gib
 from ..models.script import AnswerScript
 from . import residency
 from .common import CATEGORY, CRITIC_TOOLTIP, CriticType, check_critic, fail, model_dirs, status, template_dirs, user_errors
@@ -97,6 +98,12 @@ class LoadCritic(io.ComfyNode):
                                        "node shows a status while it does. plain starts at once: pick it when you "
                                        "critique only a few images. static: a static cache without compiling. "
                                        "Greedy answers are identical in every mode."),
+                io.Combo.Input("quantization", display_name="quantize weights", options=list(QUANTIZATIONS),
+                               default="none", optional=True,
+                               tooltip="none (default): weights as stored. Shrink the critic's weights while loading (needs the bitsandbytes package): "
+                                       "int8 ~9 GiB and 4bit (NF4) ~6 GiB for the 8B critic instead of 16 GiB in "
+                                       "bf16, so it fits a 12-16 GB card beside the generator. A "
+                                       "folder that is already quantised (bnb, AWQ, GPTQ, FP8) loads as it is."),
             ],
             outputs=[CriticType.Output(display_name="critic")],
         )
@@ -104,7 +111,7 @@ class LoadCritic(io.ComfyNode):
     @classmethod
     def execute(cls, checkpoint: str, allow_download: bool, dtype: str, device: str, attention: str,
                 max_pixels: int, batch_size: int, keep_loaded: bool = False, decoding: str = "auto",
-                custom_id: str = "") -> io.NodeOutput:
+                custom_id: str = "", quantization: str = "none") -> io.NodeOutput:
         name = (custom_id or "").strip() or checkpoint
         bar = comfy.utils.ProgressBar(100)
         try:
@@ -128,7 +135,7 @@ class LoadCritic(io.ComfyNode):
         with user_errors(NODE):
             path = resolve_checkpoint(name, model_dirs(), allow_download=allow_download, progress=progress)
         try:
-            shape, plan = plan_critic(path, dtype=dtype, batch_size=batch_size,
+            shape, plan = plan_critic(path, quantization=quantization, dtype=dtype, batch_size=batch_size,
                                       max_pixels=resolve_max_pixels(max_pixels, name, path)[0], attention=attention)
         except (KeyError, TypeError, ValueError, OSError) as e:   # an architecture the plan has no shape for
             log.warning("RationalRewards: no memory plan for %s (%s: %s); loading without one", path.name,
@@ -142,10 +149,14 @@ class LoadCritic(io.ComfyNode):
             except MemoryPlanError as e:
                 raise fail(NODE, str(e)) from None
         with user_errors(NODE):
-            critic = load_critic(name, model_dirs(), path=path, dtype=dtype,
-                                 device=residency.offload_device(target).type,
-                                 attention=attention, max_pixels=max_pixels, batch_size=batch_size,
-                                 decoding=decoding, template_dirs=template_dirs())
+            try:
+                critic = load_critic(name, model_dirs(), path=path, dtype=dtype,
+                                     device=residency.offload_device(target).type,
+                                     attention=attention, max_pixels=max_pixels, batch_size=batch_size,
+                                     decoding=decoding, template_dirs=template_dirs(), quantization=quantization)
+            except DependencyError as e:
+                raise fail(NODE, str(e)) from None
+        log.info("RationalRewards critic %s loaded, quantization: %s", path.name, critic.backend.quantization)
         handle = residency.CriticHandle(critic, residency.attach(critic.backend.model, target,
                                                                  keep_loaded=keep_loaded))
         bar.update_absolute(100)

@@ -23,6 +23,7 @@ from ..models.grounding.loader import (KNOWN_DETECTORS, KNOWN_SEGMENTERS, NO_SEG
 from ..models.grounding.masks import empty
 from ..models.grounding.phrases import PHRASE_SOURCES, PhraseResult, pick_phrases, split_phrases
 from ..models.grounding.segment import MULTIMASK
+from ..models.compat import DependencyError
 from ..models.loader import CheckpointNotFound, model_choices
 from ..models.rubric import Task
 from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, to_pil_list,
@@ -103,7 +104,7 @@ class LoadGrounding(io.ComfyNode):
                 tokenizer_dirs=grounding_dirs(DETECTOR_FOLDER) + [folder_paths.models_dir],
                 allow_download=allow_download,
                 progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
-        except (GroundingModelNotFound, GroundingLoadError, CheckpointNotFound) as e:
+        except (GroundingModelNotFound, GroundingLoadError, CheckpointNotFound, DependencyError) as e:
             raise fail(node, str(e)) from None
         models.device = device
         return io.NodeOutput(models)

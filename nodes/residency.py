@@ -9,8 +9,17 @@ How the weights move (host copies, pinning, movability, memory estimates) is the
 ``rationalrewards.residency`` (``models/residency.py``); host copies are pinned through
 ``comfy.model_management.pin_memory`` so they count against ComfyUI's pinned budget.
 
-Quantised (bitsandbytes) or device-mapped critics cannot move; they stay resident, and each
-critique asks ``free_memory`` for room for its KV cache so the generator's budget stays honest.
+Quantised critics move too: bitsandbytes 8-bit / 4-bit models go whole with ``model.to``
+(``ModuleMover``: evicted to host memory when the generator needs the VRAM, back for the next
+critique). Critics that truly cannot move (device-mapped across devices, quantisation methods not
+known to move) say so once in the log and stay resident; each critique then asks ``free_memory`` for
+room for its KV cache so the generator's budget stays honest.
+
+Newer ComfyUI (checked against upstream 0f1fa67a, 2026-08): with "dynamic VRAM" the default, a plain
+``ModelPatcher`` subclass reports ``is_dynamic() == False`` and stays on the classic path;
+``load_models_gpu`` then reserves pinned host memory (``pins_required``) of ``model_size()`` for it,
+which is what the pinned host copy uses; ``unload_model_and_clones`` exists there but not in 0.3.75,
+so ``unload`` keeps to ``free_memory(..., keep_loaded=...)``, public in both.
 
 The residency is held on the node side: an RR_CRITIC link carries a :class:`CriticHandle` (the
 core critic plus its residency), never a slot on the core's backend.
@@ -28,7 +37,8 @@ import comfy.model_management as mm
 from comfy.model_patcher import ModelPatcher
 
 from ..models.critic import Critic
-from ..models.residency import HostCopies, generation_bytes, is_movable, same_device
+from ..models.residency import (HostCopies, ModuleMover, generation_bytes, is_movable, moves_whole,
+                                quantization_method, same_device)
 from ..models.script import AnswerScript
 
 log = logging.getLogger("RationalRewards")
@@ -162,11 +172,19 @@ def offload_device(load_device: torch.device) -> torch.device:
 
 def attach(model: torch.nn.Module, load_device: torch.device, keep_loaded: bool = False) -> Residency:
     """Register a loaded HF ``model`` with ComfyUI's memory manager (or, when it cannot move, keep it)."""
-    if not is_movable(model):
-        return Residency(None, load_device, keep_loaded=True)
     offload = offload_device(load_device)
-    pinning = load_device.type == "cuda" and offload.type == "cpu"
-    host = HostCopies(model, pin=comfy_pin if pinning else None, unpin=comfy_unpin if pinning else None)
+    if is_movable(model):
+        pinning = load_device.type == "cuda" and offload.type == "cpu"
+        host = HostCopies(model, pin=comfy_pin if pinning else None, unpin=comfy_unpin if pinning else None)
+    elif moves_whole(model):
+        host = ModuleMover(model)
+        if not same_device(host.device, offload):   # loaded quantised on the compute device: start offloaded
+            host.to(offload)
+    else:
+        log.warning("RationalRewards: this critic cannot move between devices (%s); it stays on %s and each "
+                    "critique reserves memory for its KV cache", quantization_method(model) or "device-mapped",
+                    load_device)
+        return Residency(None, load_device, keep_loaded=True)
     holder = RationalRewardsCritic(model, host, device=host.device)
     return Residency(CriticPatcher(holder, load_device, offload), load_device, keep_loaded=keep_loaded)
 

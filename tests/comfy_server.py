@@ -44,7 +44,9 @@ ARTIFACTS_DIR = REPO_ROOT / "test-artifacts"
 CHECKPOINT_NAME = "tiny_sd15.ckpt"     # as CheckpointLoaderSimple lists it
 CRITIC_FOLDER = "rationalrewards"      # models/<CRITIC_FOLDER>/<critic name>/
 CRITIC_NAME = "tiny-qwen3vl"
-CRITICS = {CRITIC_NAME: "qwen3vl"}     # critic folder name -> tests/fixtures/tiny_critic.py family
+WIDE_CRITIC_NAME = "tiny-qwen3vl-wide"
+CRITICS = {CRITIC_NAME: "qwen3vl",      # critic folder name -> tests/fixtures/tiny_critic.py family
+           WIDE_CRITIC_NAME: "qwen3vl-wide"}   # bitsandbytes-friendly widths: the quantised-critic tests
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 
 

@@ -13,61 +13,62 @@ the same in every mode (tests check it on CPU). If compiling fails, the backend 
 """
 from __future__ import annotations
 
-import importlib.util
+import inspect
 import logging
 import math
 from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import (AutoModelForImageTextToText, AutoProcessor, CompileConfig,
+
+from ..compat import require_transformers
+
+require_transformers()   # one clear message for an unsupported version, before transformers is imported
+
+from transformers import (AutoModelForImageTextToText, AutoProcessor, CompileConfig,  # noqa: E402
                           GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
                           StoppingCriteriaList)
 
-from transformers.image_processing_backends import TorchvisionBackend
+from ..compat import DependencyError  # noqa: E402
+from ..prompting import ChatRequest  # noqa: E402
+from ..quantization import found_quantization, quantization_config, require_method  # noqa: E402
+from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn  # noqa: E402,F401
+from .options import (ATTENTION, DECODING, DTYPES, available_attention, pick_device, pick_dtype,  # noqa: E402,F401
+                      resolve_decoding)
 
-from ..prompting import ChatRequest
-from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-ATTENTION = ("sdpa", "eager", "flash_attention_2")
-DECODING = ("auto", "plain", "static", "compiled")
 log = logging.getLogger("RationalRewards")
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available; choose 'auto' or 'cpu'")
-    return torch.device(device)
+def _device_image_processors() -> tuple[type, ...]:
+    """Image-processor classes that take ``device=`` (resize/normalise on the GPU): the torchvision backend
+    of transformers >= 5.4, the "fast" processors before it (4.57-5.3)."""
+    found: list[type] = []
+    try:
+        from transformers.image_processing_backends import TorchvisionBackend
+        found.append(TorchvisionBackend)
+    except ImportError:
+        pass
+    try:
+        from transformers.image_processing_utils_fast import BaseImageProcessorFast
+        found.append(BaseImageProcessorFast)
+    except ImportError:
+        pass
+    return tuple(found)
 
 
-def resolve_decoding(decoding: str, device: torch.device) -> str:
-    """What ``auto`` means on ``device``: compiled on CUDA with Triton, plain elsewhere."""
-    if decoding != "auto":
-        return decoding
-    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
-        return "compiled"
-    return "plain"
+DEVICE_IMAGE_PROCESSORS = _device_image_processors()
 
 
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
-    return DTYPES[dtype]
+def _no_model_defaults() -> dict:
+    """transformers 4.50-4.57 fill generation settings left at their global default (do_sample=False,
+    repetition_penalty=1.0, ...) from the checkpoint's generation_config.json unless told not to; 5.x has
+    no such merge (and no such argument)."""
+    from transformers import GenerationMixin
+    return ({"use_model_defaults": False}
+            if "use_model_defaults" in inspect.signature(GenerationMixin.generate).parameters else {})
 
 
-def available_attention() -> list[str]:
-    import importlib.util
-    names = ["sdpa", "eager"]
-    if importlib.util.find_spec("flash_attn") is not None:
-        names.append("flash_attention_2")
-    return names
+NO_MODEL_DEFAULTS = _no_model_defaults()
 
 
 def merge_adapter(model, adapter: str | Path):
@@ -164,6 +165,7 @@ class TransformersBackend:
         self.source = source
         self.decoding = decoding
         self.compile_config: CompileConfig | None = None   # None: CompileConfig(fullgraph=False)
+        self.quantization = "none"   # what load() did or found ("none", "4bit (bitsandbytes ...)", "already quantised: ...")
         tok = self.tokenizer
         tok.padding_side = "left"
         eos = model.generation_config.eos_token_id
@@ -178,11 +180,14 @@ class TransformersBackend:
 
     @classmethod
     def load(cls, path: str | Path, dtype: str = "auto", device: str = "auto", attention: str = "sdpa",
-             batch_size: int = 4, decoding: str = "auto", adapter: str | Path | None = None) -> "TransformersBackend":
+             batch_size: int = 4, decoding: str = "auto", adapter: str | Path | None = None,
+             quantization: str = "none") -> "TransformersBackend":
         """Load from a local folder. Never runs code from the folder; reads safetensors only.
 
         ``adapter``: a PEFT LoRA folder (e.g. from ``rationalrewards parrot --phases distill``) merged into
-        the weights, so the critic runs exactly like a plain checkpoint."""
+        the weights, so the critic runs exactly like a plain checkpoint.
+        ``quantization`` (none / int8 / 4bit) quantises with bitsandbytes while loading; a folder that is
+        already quantised loads as it is (``backend.quantization`` says what was found)."""
         path = Path(path)
         if not any(path.glob("*.safetensors")):
             raise FileNotFoundError(f"{path} holds no .safetensors weights; the pack only loads safetensors "
@@ -192,14 +197,34 @@ class TransformersBackend:
         if attention not in available_attention():
             raise RuntimeError(f"attention {attention!r} needs the flash-attn package; install it or choose sdpa")
         dev = pick_device(device)
+        torch_dtype = pick_dtype(dtype, dev)
+        found = found_quantization(path)
+        extra: dict = {}
+        if found:
+            require_method(path)
+            if quantization != "none":
+                log.warning("RationalRewards: %s is already quantised (%s); quantization %r is ignored",
+                            path.name, found, quantization)
+            described = f"already quantised: {found}"
+        else:
+            qconfig = quantization_config(quantization, torch_dtype)
+            if qconfig is not None:
+                extra = {"quantization_config": qconfig, "device_map": str(dev)}
+            described = "none" if qconfig is None else f"{quantization} (bitsandbytes, quantised while loading)"
         processor = AutoProcessor.from_pretrained(path, trust_remote_code=False, local_files_only=True)
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=pick_dtype(dtype, dev), attn_implementation=attention, trust_remote_code=False,
-            use_safetensors=True, local_files_only=True)
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(
+                path, dtype=torch_dtype, attn_implementation=attention, trust_remote_code=False,
+                use_safetensors=True, local_files_only=True, **extra)
+        except ImportError as e:   # a quantisation backend transformers wants and cannot import
+            raise DependencyError(f"loading {path.name} (quantization: {described}) failed: "
+                                  f"{str(e).splitlines()[0]}") from None
         if adapter is not None:
             model = merge_adapter(model, adapter)
         model.eval().to(dev)
-        return cls(model, processor, batch_size=batch_size, source=str(path), decoding=decoding)
+        backend = cls(model, processor, batch_size=batch_size, source=str(path), decoding=decoding)
+        backend.quantization = described
+        return backend
 
     @property
     def device(self) -> torch.device:
@@ -223,7 +248,7 @@ class TransformersBackend:
         images = [img for r in requests for img in r.images]
         extra = {}
         if images and self.device.type == "cuda" and isinstance(getattr(self.processor, "image_processor", None),
-                                                                 TorchvisionBackend):
+                                                                 DEVICE_IMAGE_PROCESSORS):
             extra["device"] = str(self.device)
         return self.processor(text=texts, images=images or None, padding=True, return_tensors="pt", **extra)
 
@@ -261,7 +286,8 @@ class TransformersBackend:
         mode = self.decoding_mode()
         try:
             out = self.model.generate(**inputs, generation_config=self.generation_config(options, mode),
-                                      logits_processor=processors, stopping_criteria=StoppingCriteriaList([watch]))
+                                      logits_processor=processors, stopping_criteria=StoppingCriteriaList([watch]),
+                                      **NO_MODEL_DEFAULTS)
         except (GenerationInterrupted, torch.OutOfMemoryError, KeyboardInterrupt):
             raise
         except Exception as e:   # a compiler missing or failing on this machine must not fail the critique

@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..compat import require_transformers
 from ..loader import list_local as _list_models
 from ..loader import resolve_model
 from .detect import GroundingDetector
@@ -60,6 +61,7 @@ def resolve(name: str, search_dirs: Sequence[str | Path], what: str, allow_downl
 
 def load_bert_tokenizer(folder: str | Path):
     """A fast BERT tokenizer from a local folder: tokenizer.json if present, else vocab.txt."""
+    import transformers
     from transformers import AutoTokenizer, BertTokenizerFast
 
     folder = Path(folder)
@@ -69,7 +71,10 @@ def load_bert_tokenizer(folder: str | Path):
     if not vocab_file.is_file():
         raise GroundingModelNotFound(f"{folder} has neither tokenizer.json nor vocab.txt")
     words = vocab_file.read_text(encoding="utf-8").splitlines()
-    # vocab={...}: BertTokenizerFast(vocab_file=...) silently builds a 5-token vocabulary in transformers 5.x
+    # vocab={...}: BertTokenizerFast(vocab_file=...) silently builds a 5-token vocabulary in transformers 5.x,
+    # while 4.x knows only vocab_file (it builds the slow tokenizer from the file first)
+    if int(transformers.__version__.split(".")[0]) < 5:
+        return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
     return BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
 
 
@@ -119,6 +124,7 @@ def read_tensors(path: Path):
 
 def load_detector(name: str, search_dirs: Sequence[str | Path], *, tokenizer_dirs: Sequence[str | Path] = (),
                   allow_download: bool = False, progress: DownloadProgress | None = None) -> GroundingDetector:
+    require_transformers()
     path = resolve(name, search_dirs, "GroundingDINO model", allow_download, progress)
     if path.is_dir():
         from transformers import AutoConfig
@@ -126,7 +132,11 @@ def load_detector(name: str, search_dirs: Sequence[str | Path], *, tokenizer_dir
         if model_type != "grounding-dino":
             raise GroundingLoadError(f"{path.name} is a {model_type!r} model, not GroundingDINO")
         return GroundingDetector.from_folder(path)
-    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import GroundingDinoImageProcessorPil
+    try:   # transformers >= 5.4 names the PIL processor apart; before that it is the plain class
+        from transformers.models.grounding_dino.image_processing_pil_grounding_dino import (
+            GroundingDinoImageProcessorPil)
+    except ImportError:
+        from transformers import GroundingDinoImageProcessor as GroundingDinoImageProcessorPil
 
     from .convert_groundingdino import ConversionError, load_original
     try:
@@ -149,6 +159,7 @@ def load_segmenter(name: str, search_dirs: Sequence[str | Path], *, allow_downlo
         return BoxSegmenter()
     path = resolve(name, search_dirs, "SAM model", allow_download, progress)
     if path.is_dir():
+        require_transformers()
         try:
             return HFSegmenter.from_folder(path)
         except ValueError as e:

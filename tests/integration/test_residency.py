@@ -3,12 +3,13 @@ loaded by load_models_gpu, evicted by POST /free, reloaded for the next queued w
 without 'keep_loaded' its memory goes back after every critique node."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 
 import pytest
 
-from tests.comfy_server import Graph, outputs
+from tests.comfy_server import WIDE_CRITIC_NAME, Graph, outputs
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +48,15 @@ class Log:
 
 
 def critique_graph(models_dir, seed: int, keep_loaded: bool | None, script: list | None = None,
-                   max_new_tokens: int = 24) -> tuple[Graph, dict]:
+                   max_new_tokens: int = 24, checkpoint: str | None = None,
+                   quantization: str | None = None) -> tuple[Graph, dict]:
     g = Graph()
-    loader = dict(checkpoint=models_dir.critic, custom_id="", allow_download=False, dtype="auto", device="auto",
+    loader = dict(checkpoint=checkpoint or models_dir.critic, custom_id="", allow_download=False, dtype="auto", device="auto",
                   attention="sdpa", max_pixels=0, batch_size=1)
     if keep_loaded is not None:
         loader["keep_loaded"] = keep_loaded
+    if quantization is not None:
+        loader["quantization"] = quantization
     critic = g.node("RR_LoadCritic", **loader)
     if script is not None:
         critic = g.node("RR_ReplayAnswers", critic=critic, script=json.dumps(script))
@@ -98,3 +102,26 @@ def test_default_hands_memory_back_after_each_critique(comfy_server, models_dir)
         assert card["dimensions"][0]["score"] == 3.0
         ran = log.since()
         assert ran.index(LOADED) < ran.index(OFFLOADED), "loaded for the node, released right after it"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes (the [quant] extra)")
+def test_quantised_critic_is_evicted_and_reloaded_with_the_same_output(comfy_server, models_dir):
+    """A critic quantised while loading (bitsandbytes int8) is a model like any other for ComfyUI's memory
+    manager: evicted by /free, loaded again for the next workflow, same greedy answer."""
+    log = Log(comfy_server)
+    kw = dict(keep_loaded=True, checkpoint=WIDE_CRITIC_NAME, quantization="int8")
+    g, n = critique_graph(models_dir, comfy_server.fresh_seed(), **kw)
+    first = outputs(comfy_server.run(g, timeout=300))[n["text"].id]["text"]
+    ran = log.since()
+    assert "quantization: int8 (bitsandbytes" in ran and REQUESTED in ran and LOADED in ran
+
+    log.mark()
+    comfy_server.free(unload_models=True, free_memory=False)
+    log.wait(OFFLOADED, poke=lambda: comfy_server.post("/free", json={"unload_models": True}).raise_for_status())
+
+    log.mark()
+    g2, n2 = critique_graph(models_dir, comfy_server.fresh_seed(), **kw)
+    second = outputs(comfy_server.run(g2, timeout=300))[n2["text"].id]["text"]
+    again = log.since()
+    assert REQUESTED in again and LOADED in again, "the evicted quantised critic is loaded again"
+    assert second == first and first and first[0]

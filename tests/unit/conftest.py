@@ -94,3 +94,14 @@ def pack(tmp_path_factory):
         return importlib.import_module(f"{PACK_PACKAGE}.{module}")
     yield _import
     sys.path.remove(str(holder))
+
+
+@pytest.fixture(scope="session")
+def tiny_wide_dir(tmp_path_factory) -> Path:
+    """A models folder with ``tiny-wide``: a tiny Qwen3-VL whose linear widths are multiples of 64, which
+    bitsandbytes' CPU kernels need for int8 / 4-bit tests."""
+    from tests.fixtures.tiny_critic import build_tiny_critic
+
+    root = tmp_path_factory.mktemp("wide_models")
+    build_tiny_critic(root / "tiny-wide", wide=True)
+    return root

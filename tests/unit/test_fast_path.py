@@ -104,6 +104,9 @@ def test_compile_failure_falls_back_to_plain_for_the_session(fresh_qwen3, caplog
     assert "compiled decoding failed" in caplog.text
 
 
+@pytest.mark.skipif(int(__import__("transformers").__version__.split(".")[0]) < 5,
+                    reason="compiled decoding errors inside transformers 4.57's static cache ('StaticLayer' has no "
+                           "max_batch_size); the backend falls back to plain decoding there, with a log line")
 def test_interrupt_is_not_mistaken_for_a_compile_failure(fresh_qwen3):
     b = backend(fresh_qwen3, "compiled")
     b.compile_config = eager_compile()

@@ -6,6 +6,7 @@ imported as part of the pack package, the way ComfyUI imports a custom node fold
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -240,3 +241,51 @@ def test_reregistering_keeps_weights_in_place(res, critic, monkeypatch):
     assert r.patcher.detach(unpatch_all=False) is r.patcher.model
     assert r.patcher.partially_load(torch.device("cpu"), 1e32) == 0       # already loaded: nothing to do
     assert r.patcher.partially_unload(torch.device("cpu"), 1 << 20) == 0  # nothing partial: ComfyUI detaches
+
+
+# --- quantised critics (bitsandbytes) move whole -------------------------------------------------------
+
+def test_moves_whole_decision():
+    class Cfg:
+        def __init__(self, qc):
+            self.quantization_config = qc
+
+    def model(qc=None, device_map=None):
+        m = torch.nn.Linear(2, 2)
+        m.config = Cfg(qc)
+        m.is_quantized = qc is not None
+        if device_map:
+            m.hf_device_map = device_map
+        return m
+
+    assert core.moves_whole(model({"quant_method": "bitsandbytes", "load_in_4bit": True}))
+    assert not core.moves_whole(model({"quant_method": "bitsandbytes"}, {"a": 0, "b": "cpu"}))   # spread out
+    for method in ("awq", "gptq", "fp8", "compressed-tensors"):
+        assert not core.moves_whole(model({"quant_method": method})), method
+        assert core.quantization_method(model({"quant_method": method})) == method
+    assert not core.moves_whole(model())
+    assert not core.is_movable(model({"quant_method": "bitsandbytes"}))     # never per-tensor host copies
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes (the [quant] extra)")
+@pytest.mark.parametrize("q", ["int8", "4bit"])
+def test_quantised_critic_is_evicted_and_reloaded_by_comfyui(res, comfy_mm, tiny_wide_dir, q, caplog):
+    from rationalrewards.loader import load_critic
+    mm = comfy_mm
+    critic = load_critic("tiny-wide", [tiny_wide_dir], device="cpu", quantization=q)
+    before = critic.backend.generate([request(critic)], GREEDY)
+    r = res.attach(critic.backend.model, res.compute_device("auto"), keep_loaded=True)
+    assert r.movable and type(r.patcher.model.host).__name__ == "ModuleMover"   # the pack imports its own copy
+    assert r.patcher.model_size() == critic.backend.model.get_memory_footprint()
+    with caplog.at_level("INFO"):
+        with r.use(1 << 20):
+            assert loaded(mm, r.patcher)
+            inside = critic.backend.generate([request(critic)], GREEDY)
+        assert loaded(mm, r.patcher), "keep_loaded: stays registered after the block"
+        mm.free_memory(1e30, r.load_device)                 # a generator needs everything: ComfyUI evicts
+        assert not loaded(mm, r.patcher)
+        with r.use(1 << 20):                                # back for the next critique
+            after = critic.backend.generate([request(critic)], GREEDY)
+    assert "RationalRewards critic offloaded" in caplog.text
+    assert inside == before == after
+    res.unload(r.patcher)

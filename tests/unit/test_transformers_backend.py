@@ -206,8 +206,9 @@ def test_should_stop_interrupts_and_backend_stays_usable(tiny_critic, k):
     def should_stop():
         asked["n"] += 1
         return asked["n"] >= k
-    with pytest.raises(GenerationInterrupted):
-        b.generate(reqs, GREEDY, should_stop=should_stop, progress=lambda d, t: steps.append(d))
+    with pytest.raises(GenerationInterrupted):   # forced long answers: a random model's early EOS cannot end it first
+        b.generate(reqs, GREEDY, forced=[T2I_FULL] * len(reqs), should_stop=should_stop,
+                   progress=lambda d, t: steps.append(d))
     assert asked["n"] == k
     assert steps == list(range(1, k + 1))
     assert b.generate(reqs, GREEDY) == before
