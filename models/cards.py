@@ -24,9 +24,9 @@ _WORDS = re.compile(r"(\s+)")
 
 def card_labels() -> dict[str, str]:
     """How the card names a score that is not a number, by status (``overall``: a missing aggregate)."""
-    return {ScoreStatus.NA.value: score_label(None, ScoreStatus.NA, "card"),
-            ScoreStatus.MISSING.value: score_label(None, ScoreStatus.MISSING, "card"),
-            "overall": score_label(None, ScoreStatus.MISSING, "aggregate")}
+    return {ScoreStatus.NA.value: score_label(None, ScoreStatus.NA),
+            ScoreStatus.MISSING.value: score_label(None, ScoreStatus.MISSING),
+            "overall": score_label(None, ScoreStatus.MISSING)}
 
 
 def critique_entry(critique: Critique, weights: Weights = "equal", prompt: str | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Sequence
 from PIL import Image
 
 from .backends.base import GenerationOptions
+from .critique import overall_label
 from .parser import parse_critique
 from .rubric import WEIGHT_PRESETS, Task
 from .rules import UNREADABLE_HELP, UnreadableReward
@@ -318,7 +319,7 @@ def _refine(args: argparse.Namespace) -> int:
                                           "seed_policy": settings.seed_policy})
             best = result.history.rounds[result.best_index]
             bar.write(f"{folder}: best round {result.history.best if result.history.best is not None else -1} "
-                      f"(overall {'n/a' if best.overall is None else f'{best.overall:.3f}'}) of "
+                      f"(overall {overall_label(best.overall)}) of "
                       f"{len(result.history.rounds)}; stopped: {result.history.stop_reason}")
             bar.update(1)
     finally:

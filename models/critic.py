@@ -176,6 +176,6 @@ def rank_table(ranked: Sequence[Ranked], task: Task = Task.T2I) -> str:
         for d in dims:
             dim = r.critique.dimensions.get(d.key)
             status = dim.status if dim is not None else ScoreStatus.MISSING
-            scores.append(score_label(r.critique.score(d.key), status, "table", ".3f"))
+            scores.append(score_label(r.critique.score(d.key), status, ".3f"))
         lines.append(f"{pos + 1} | {r.index} | {overall_label(r.overall)} | " + " | ".join(scores))
     return "\n".join(lines)

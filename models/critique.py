@@ -20,34 +20,27 @@ class ScoreStatus(str, Enum):
     MISSING = "missing"  # no readable score
 
 
-# What a score that is not a number is called, per place it is shown. ``None``: the critique has no
-# entry at all for that candidate; "aggregate": a total or overall score that could not be formed.
-SCORE_STYLES: dict[str, dict[ScoreStatus | None, str]] = {
-    "report": {ScoreStatus.NA: "N/A", ScoreStatus.MISSING: "missing", None: "missing"},
-    "card": {ScoreStatus.NA: "N/A", ScoreStatus.MISSING: "unreadable", None: "unreadable"},
-    "table": {ScoreStatus.NA: "n/a", ScoreStatus.MISSING: "n/a", None: "missing"},
-    "aggregate": {ScoreStatus.NA: "n/a", ScoreStatus.MISSING: "n/a", None: "n/a"},
-}
+# What a score that is not a number is called, on every surface (critique text, card, Rank/Compare/loop
+# tables, CLI): the model wrote N/A, or nothing readable was found (``None``: the critique has no entry
+# at all for that candidate). The JSON ``status`` field keeps its machine keys (ok / n/a / missing).
+SCORE_STATE_LABELS: dict[ScoreStatus | None, str] = {
+    ScoreStatus.NA: "N/A", ScoreStatus.MISSING: "unreadable", None: "unreadable"}
 
 
-def score_label(value: float | None, status: ScoreStatus | None = ScoreStatus.OK, style: str = "card",
-                spec: str = ".2f") -> str:
+def score_label(value: float | None, status: ScoreStatus | None = ScoreStatus.OK, spec: str = ".2f") -> str:
     """How a score reads wherever it is shown: the one function that names a score's state.
 
-    A readable number is formatted with ``spec``; otherwise the state is named for ``style`` (the
-    critique text ``report``, the ``card``, the rank/loop/compare ``table`` texts, or an ``aggregate``).
-    An OK status without a number (a NaN overall) counts as missing.
+    A readable number is formatted with ``spec``; otherwise ``N/A`` or ``unreadable``. An OK status
+    without a number (a NaN overall or total that could not be formed) reads ``unreadable``.
     """
     if status is ScoreStatus.OK and value is not None and not math.isnan(value):
         return format(value, spec)
-    if style not in SCORE_STYLES:
-        raise ValueError(f"unknown score style {style!r}; one of {sorted(SCORE_STYLES)}")
-    return SCORE_STYLES[style][ScoreStatus.MISSING if status is ScoreStatus.OK else status]
+    return SCORE_STATE_LABELS[ScoreStatus.MISSING if status is ScoreStatus.OK else status]
 
 
 def overall_label(value: float | None, spec: str = ".3f") -> str:
     """An overall score or total (NaN or None when it could not be formed), as every surface shows it."""
-    return score_label(value, ScoreStatus.OK, "aggregate", spec)
+    return score_label(value, ScoreStatus.OK, spec)
 
 
 @dataclass
@@ -121,7 +114,7 @@ class Critique:
         """Human-readable text: warnings first, then scores and justifications."""
         lines = [f"WARNING: {w}" for w in self.warnings]
         for d in self.dimensions.values():
-            lines.append(f"{d.title}: {score_label(d.value, d.status, 'report')}")
+            lines.append(f"{d.title}: {score_label(d.value, d.status)}")
             if d.justification:
                 lines.append(f"  {d.justification}")
         lines.append(f"Overall (0-1): {overall_label(self.overall(weights))}")
@@ -212,7 +205,7 @@ class PairwiseCritique:
         lines.append(f"Decision rule: {DECISION_HELP[decision.rule]}")
         lines += [f"  {f}" for f in decision.filled]
         for d in self.dimensions.values():
-            sa, sb = (score_label(s.value if s else None, s.status if s else None, "table", ".3f") for s in (d.a, d.b))
+            sa, sb = (score_label(s.value if s else None, s.status if s else None, ".3f") for s in (d.a, d.b))
             lines.append(f"{d.title}: A {sa} / B {sb} -> {d.winner.value}")
             if d.justification:
                 lines.append(f"  {d.justification}")

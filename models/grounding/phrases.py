@@ -309,7 +309,7 @@ def critique_digest(critique: Critique) -> str:
     """The critique as the follow-up prompt quotes it: one block per dimension, then the summary."""
     lines = []
     for d in critique.dimensions.values():
-        shown = score_label(d.score, d.status, "card", "g")
+        shown = score_label(d.score, d.status, "g")
         lines.append(f"{d.title} (score {shown}): {(d.justification or '').strip() or '(no justification)'}")
     if critique.summary:
         lines.append(f"Summary: {critique.summary.strip()}")

@@ -78,7 +78,7 @@ def shown_score(d: dict) -> str:
 
 
 def shown_overall(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+    return "unreadable" if x is None else f"{x:.3f}"
 
 
 def assert_critique_matches(shown: dict, data: dict) -> None:
@@ -235,7 +235,7 @@ def test_critique_card_shows_the_server_scores_in_both_themes(comfy_page, comfy_
 
 def test_critique_text_is_rendered_as_text_never_as_html(comfy_page, comfy_server, models_dir):
     """Critique Edit whose justification, summary and refined prompt carry HTML/script: shown
-    literally, nothing executes; an unreadable score shows as such with its warning, overall n/a."""
+    literally, nothing executes; an unreadable score shows as such with its warning, overall unreadable."""
     seed = comfy_server.fresh_seed()
     instruction = f"make the sky purple {seed}"
     answer = pointwise("3", "excellent", "N/A", f"<b>make</b> the sky purple {XSS_IMG}", edit_if="2.5",
@@ -256,7 +256,7 @@ def test_critique_text_is_rendered_as_text_never_as_html(comfy_page, comfy_serve
     card = comfy_page.wait_card(crit.id)
     [shown] = card.evaluate(READ_CRITIQUES)
     assert_critique_matches(shown, data)
-    assert shown["dims"][2]["score"] == "unreadable" and shown["overall"] == "n/a"
+    assert shown["dims"][2]["score"] == "unreadable" and shown["overall"] == "unreadable"
     card.evaluate("c => c.querySelectorAll('details').forEach(d => d.open = true)")
     assert card.evaluate("c => c.querySelectorAll('img, script, b').length") == 0
     # every image in the page has settled (an injected one's onerror would have fired by then)

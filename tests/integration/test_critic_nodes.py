@@ -77,7 +77,7 @@ def test_critique_workflow_runs_through_the_real_model_and_marks_unparsed(comfy_
     assert all(d["status"] == "missing" and d["score"] is None for d in card["dimensions"])
     assert card["overall"] is None and any("no score found" in w for w in card["warnings"])
     critique_text = out["11"]["text"][0]
-    assert critique_text.startswith("WARNING:") and "Overall (0-1): n/a" in critique_text
+    assert critique_text.startswith("WARNING:") and "Overall (0-1): unreadable" in critique_text
     assert out["12"]["text"][0] == api["2"]["inputs"]["value"]   # no refined request: the original prompt back
     assert len(images(entry, "10")) == 1
 

@@ -16,33 +16,29 @@ from rationalrewards.rubric import Task
 from tests.unit.test_critique import crit, pair
 
 
-@pytest.mark.parametrize("style, na, missing, absent", [
-    ("report", "N/A", "missing", "missing"), ("card", "N/A", "unreadable", "unreadable"),
-    ("table", "n/a", "n/a", "missing"), ("aggregate", "n/a", "n/a", "n/a")])
-def test_score_label_names_each_state_per_surface(style, na, missing, absent):
-    assert score_label(3.25, ScoreStatus.OK, style) == "3.25"
-    assert score_label(3.25, ScoreStatus.OK, style, ".3f") == "3.250"
-    assert score_label(None, ScoreStatus.NA, style) == na
-    assert score_label(None, ScoreStatus.MISSING, style) == missing
-    assert score_label(math.nan, ScoreStatus.OK, style) == missing      # an OK status without a number
-    assert score_label(None, None, style) == absent
-    with pytest.raises(ValueError, match="score style"):
-        score_label(None, ScoreStatus.NA, "nowhere")
-    assert overall_label(math.nan) == "n/a" and overall_label(0.5) == "0.500"
+def test_score_label_names_each_state_once_for_every_surface():
+    assert score_label(3.25, ScoreStatus.OK) == "3.25"
+    assert score_label(3.25, ScoreStatus.OK, ".3f") == "3.250"
+    assert score_label(None, ScoreStatus.NA) == "N/A"
+    assert score_label(None, ScoreStatus.MISSING) == "unreadable"
+    assert score_label(math.nan, ScoreStatus.OK) == "unreadable"      # an OK status without a number
+    assert score_label(None, None) == "unreadable"                    # no entry for that candidate
+    assert overall_label(math.nan) == "unreadable" and overall_label(None) == "unreadable"
+    assert overall_label(0.5) == "0.500"
 
 
 def test_texts_use_the_one_naming_function():
     c = crit(text_faithfulness=3.5, physical_quality=None, text_rendering="na")
     lines = c.report().splitlines()
-    assert "Text Faithfulness: 3.50" in lines and "Physical and Visual Quality: missing" in lines
-    assert "Text Rendering: N/A" in lines and "Overall (0-1): n/a" in lines
+    assert "Text Faithfulness: 3.50" in lines and "Physical and Visual Quality: unreadable" in lines
+    assert "Text Rendering: N/A" in lines and "Overall (0-1): unreadable" in lines
     p = pair(text_faithfulness=(3, 2), physical_quality=(4, "absent"), text_rendering=("na", "na"))
     rationale = p.report("strict").splitlines()
-    assert rationale[0] == "Winner: undecided (A n/a vs B n/a)"
+    assert rationale[0] == "Winner: undecided (A unreadable vs B unreadable)"
     assert p.report().splitlines()[0] == "Winner: A (A 9.500 vs B 7.000)"   # published: B's missing score = 2.5
     assert "Text Faithfulness: A 3.000 / B 2.000 -> A" in rationale
-    assert "Physical and Visual Quality: A 4.000 / B missing -> undecided" in rationale
-    assert "Text Rendering: A n/a / B n/a -> tie" in rationale
+    assert "Physical and Visual Quality: A 4.000 / B unreadable -> undecided" in rationale
+    assert "Text Rendering: A N/A / B N/A -> tie" in rationale
     decided = pair(text_faithfulness=(3, 2), physical_quality=(4, 4), text_rendering=("na", "na"))
     assert decided.report().splitlines()[0] == "Winner: A (A 9.500 vs B 8.500)"
 
@@ -58,9 +54,9 @@ def test_rank_table_and_rows():
     assert rows[2]["scores"] == {"text_faithfulness": 4.0, "physical_quality": None, "text_rendering": 3.0}
     assert rank_table(ranked).splitlines() == [
         "rank | index | overall | Text Faithfulness | Physical and Visual Quality | Text Rendering",
-        f"1 | 2 | {rows[0]['overall']:.3f} | 4.000 | 3.500 | n/a",
-        "2 | 0 | 0.333 | 2.000 | 2.000 | n/a",
-        "3 | 1 | n/a | 4.000 | n/a | 3.000"]
+        f"1 | 2 | {rows[0]['overall']:.3f} | 4.000 | 3.500 | N/A",
+        "2 | 0 | 0.333 | 2.000 | 2.000 | N/A",
+        "3 | 1 | unreadable | 4.000 | unreadable | 3.000"]
     [card] = rank_card(ranked, rows, "a fox")["rr_rank"]
     assert card["rows"] is rows and [c["dimensions"][0]["score"] for c in card["critiques"]] == [4.0, 2.0, 4.0]
     assert card["labels"] == card_labels() and all(c["raw"] is None for c in card["critiques"])
@@ -71,7 +67,7 @@ def test_critique_and_compare_payloads():
     c.raw = "the model's whole answer"
     [entry] = critiques_card([c], ["make it night"], "rl_edit")["rr_critiques"]
     assert entry == c.to_dict("rl_edit") | {"raw": None, "prompt": "make it night", "labels": card_labels()}
-    assert card_labels() == {"n/a": "N/A", "missing": "unreadable", "overall": "n/a"}
+    assert card_labels() == {"n/a": "N/A", "missing": "unreadable", "overall": "unreadable"}
     p = pair(text_faithfulness=(3, 2), physical_quality=(4, 4), text_rendering=("na", "na"))
     data = compare_data(p, "a fox")
     assert data["winner"] == "A" and data["prompt"] == "a fox" and data["raw"] is None and "labels" not in data

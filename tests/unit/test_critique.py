@@ -179,8 +179,8 @@ def test_report_mentions_warnings_and_missing():
     c = parse_critique(T2I_FULL.replace("## Score: 2.5\n", ""))
     text = c.report()
     assert text.startswith("WARNING:")
-    assert "Physical and Visual Quality: missing" in text
-    assert "Overall (0-1): n/a" in text
+    assert "Physical and Visual Quality: unreadable" in text
+    assert "Overall (0-1): unreadable" in text
     ok = parse_critique(T2I_FULL).report()
     assert "WARNING" not in ok and "Text Faithfulness: 3.50" in ok
 

@@ -54,7 +54,7 @@ def test_in_process_model_input_is_the_rendered_template(tiny_critic, template):
 
 def test_in_process_batch_rows_each_carry_their_own_prompt(qwen3_critic):
     """Three prompts of different lengths in one left-padded batch: each row is its own request."""
-    prompts = ["a red cat", "a green dog with a long tail, a top hat and a blue sign", "noise"]
+    prompts = ["a red cat", "a green dog with a long tail, a top hat and a blue sign", "static hum"]
     images = [Image.new("RGB", (64, 64), (30 * i, 90, 200)) for i in range(3)]
     scripted = qwen3_critic.with_script(AnswerScript((Rule(answer="# Summary: ok"),)))
     with record_model_inputs(qwen3_critic.backend) as seen:
