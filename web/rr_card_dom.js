@@ -206,8 +206,7 @@ export function renderCompare(list, images, imageUrl) {
                el("span", "rr-label", "Total B"), el("span", "rr-total-b", totalText(p.total_b, p.labels)));
         if (p.decision) {   // which rule decided, and the scores it had to fill in
             const rule = append(root, el("div", "rr-row rr-decision")).lastChild;
-            rule.title = (p.decision.filled || []).join("
-");
+            rule.title = (p.decision.filled || []).join("\n");
             append(rule, el("span", "rr-label", "Rule"), el("span", "rr-decision-rule", p.decision.rule));
         }
         for (const d of p.dimensions || []) {
