@@ -60,8 +60,12 @@ say "unit tests + the shipped critique workflow in the real server, $("$VPY" -c 
 # Their fixtures build GroundingDINO / SAM 2 in transformers 5's layout (4.57's Swin keeps a
 # relative_position_index buffer the original-checkpoint converter does not map); the grounding loaders
 # import on 4.57, but their behaviour there is untested.
+# The toolkit's optional extras (diffusers for `refine`, trl/peft/datasets for PARROT's export check and
+# distillation) are not in requirements.txt, so their tests run in the main suite only.
 exec "$VPY" -m pytest -q -p no:cacheprovider tests/unit \
     --ignore tests/unit/test_grounding_models.py \
+    --ignore tests/unit/test_pipeline_loop.py --ignore tests/unit/test_distill.py \
+    --deselect tests/unit/test_parrot.py::test_export_loads_in_datasets_and_matches_the_llamafactory_layout \
     --deselect tests/unit/test_openai_server.py::test_greedy_parity_with_the_in_process_backend \
     --deselect tests/unit/test_openai_server.py::test_real_server_wrong_model_and_forced_answer \
     tests/integration/test_server_smoke.py::test_object_info_lists_core_nodes \

@@ -32,7 +32,7 @@ def test_every_pack_input_has_a_tooltip_and_the_confusing_ones_a_plain_name(comf
     # the names an artist misread in 0.1.0 get a display name that says what they are; ids stay
     plain = {("RR_LoadCritic", "batch_size"): "images per critic pass",
              ("RR_LoadCritic", "dtype"): "precision",
-             ("RR_LoadCritic", "max_pixels"): "max image pixels (0 = model's limit)",
+             ("RR_LoadCritic", "max_pixels"): "max image pixels (-1 = as trained)",
              ("RR_CritiqueImage", "weights"): "overall score from",
              ("RR_RefineLoopEnd", "stop_dimensions"): "good enough when these",
              ("RR_RefineLoopEnd", "seed_policy"): "next round's seed",
