@@ -41,7 +41,7 @@ def test_every_pack_input_has_a_tooltip_and_the_confusing_ones_a_plain_name(comf
         spec = dict(_specs(info[node_id]))[name]
         assert spec[1].get("display_name") == shown, (node_id, name, spec[1])
     load = info["RR_LoadCritic"]
-    assert "max image pixels 0" in load["description"] and "decoding auto" in load["description"]
+    assert "max image pixels -1" in load["description"] and "decoding auto" in load["description"]
     assert "auto (default)" in dict(_specs(load))["decoding"][1]["tooltip"]
     assert dict(_specs(info["RR_RefineLoopEnd"]))["stop_dimensions"][1]["default"] == \
         "Text Faithfulness, Physical and Visual Quality"
