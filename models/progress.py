@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 HEADER = re.compile(r"^[ \t>*]*#{1,6}[ \t]*\S", re.MULTILINE)
 UNFINISHED = 0.98          # the most a still-running answer shows: only its end reaches 1
+STARTED = 0.01             # an answer that has begun (text before its first header) moves the bar off 0
 
 
 def headers_in(text: str) -> int:
@@ -38,7 +39,8 @@ class AnswerProgress:
             if final:
                 self.done[i] = 1.0
             elif self.expected[i]:
-                self.done[i] = max(self.done[i], min(UNFINISHED, headers_in(text) / self.expected[i]))
+                self.done[i] = max(self.done[i], STARTED if text else 0.0,
+                                   min(UNFINISHED, headers_in(text) / self.expected[i]))
             else:
                 self.done[i] = max(self.done[i], 0.5)
         self.emit()
