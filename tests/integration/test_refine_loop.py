@@ -128,8 +128,9 @@ def test_interrupt_stops_the_loop_and_keeps_finished_rounds(comfy_server, models
         prompt_id = comfy_server.queue(api)
         ev.wait(lambda m: m["type"] == "executed" and "rr_loop" in (m["data"].get("output") or {}),
                 timeout=240, what="round 0's Loop End report")
-        # round 1 is running once its critique (the only node with an 8192-token bar) decodes
-        ev.wait(lambda m: m["type"] == "progress" and m["data"]["max"] == 8192 and m["data"]["value"] > 0,
+        # round 1 is running once its critique decodes: critique nodes are the only ones with a
+        # 1000-step bar (nodes/common.py, progress by answer sections), and it leaves 0 when decoding starts
+        ev.wait(lambda m: m["type"] == "progress" and m["data"]["max"] == 1000 and m["data"]["value"] > 0,
                 timeout=240, what="round 1's critique decoding")
         comfy_server.interrupt()
     entry = comfy_server.wait(prompt_id, timeout=120)
