@@ -28,14 +28,16 @@ LABELS = ("A>B", "B>A", "A=B")
 
 _A = {"a", "left", "leftvote", "left_vote", "1", "model_1", "model1", "image a", "a>b", "response_a"}
 _B = {"b", "right", "rightvote", "right_vote", "2", "model_2", "model2", "image b", "b>a", "response_b"}
-_TIE = {"tie", "draw", "equal", "a=b", "b=a", "tievote", "tie_vote", "same"}
+_TIE = {"tie", "draw", "equal", "a=b", "b=a", "tievote", "tie_vote", "same", "both", "bothbad_vote",
+        "bothgood_vote"}
 
 
 def normalize_label(value: Any) -> str | None:
     """``A>B`` / ``B>A`` / ``A=B`` for the spellings the benchmarks use; None when it means none of them."""
     if is_empty_cell(value):
         return None
-    text = str(value).strip().lower().replace("-", "_") if not isinstance(value, (int, float)) else str(int(value))
+    text = (" ".join(str(value).lower().replace("-", "_").split()) if not isinstance(value, (int, float))
+            else str(int(value)))
     if text in _A:
         return "A>B"
     if text in _B:

@@ -8,6 +8,7 @@
     rationalrewards parse answer.txt [--task edit]
     rationalrewards parrot prefs.jsonl --out parrot/ --server http://127.0.0.1:8000/v1 \
         --model Qwen/Qwen3-VL-32B-Instruct [--margin 1] [--phases anchor,filter,project,export,distill]
+    rationalrewards parrot genai_bench/ --format genai-bench --out parrot/ --server ... --model ...
     rationalrewards refine --pipeline ./sd-turbo --model RationalRewards-8B-T2I --prompt "a fox" --out runs/
 """
 from __future__ import annotations
@@ -222,7 +223,21 @@ def _parrot(args: argparse.Namespace) -> int:
         bars.append(bar)
         return bar.update
 
-    pairs = read_manifest(args.manifest)
+    if args.format:
+        from .benchmarks import read_benchmark
+        from .preferences import from_benchmark
+        pairs, skipped = from_benchmark(read_benchmark(args.format, args.manifest, args.task), args.out / "images")
+        for pair_id, why in list(skipped.items())[:10]:
+            print(f"parrot: pair {pair_id} left out: {why}", file=sys.stderr)
+        if skipped:
+            print(f"parrot: {len(skipped)} of {len(pairs) + len(skipped)} {args.format} pair(s) left out",
+                  file=sys.stderr)
+        if not pairs:
+            raise SystemExit(f"rationalrewards parrot: no usable pair in {args.manifest}")
+    elif args.task:
+        raise SystemExit("rationalrewards parrot: --task goes with --format (a manifest's source column says the task)")
+    else:
+        pairs = read_manifest(args.manifest)
     try:
         summary = parrot.run(pairs, args.out, teacher, config, [p for p in phases if p != "distill"],
                              template_dir=args.template_dir, progress=progress)
@@ -246,11 +261,19 @@ def _parrot(args: argparse.Namespace) -> int:
 
 
 def _parrot_parser(sub) -> None:
+    from .benchmarks import FORMATS
     from .parrot import EXPORT_KINDS, LINK_MODES, PHASES
 
     r = sub.add_parser("parrot", help="PARROT rationale data: anchored rationales, consistency filter, pointwise "
                                       "projection, SFT export (and an optional LoRA distillation)")
-    r.add_argument("manifest", type=Path, help="JSONL or CSV: prompt, image_a, image_b, preferred[, source][, id]")
+    r.add_argument("manifest", type=Path,
+                   help="the preference set: a manifest (JSONL, JSON, CSV or parquet: prompt, image_a, image_b, "
+                        "preferred[, source][, id]), or with --format a benchmark file or folder")
+    r.add_argument("--format", choices=FORMATS, default=None,
+                   help="read the preference set as this benchmark (the readers of `rationalrewards eval`); "
+                        "embedded images are written to OUT/images/")
+    r.add_argument("--task", choices=[t.value for t in Task], default=None,
+                   help="with --format: force T2I or Edit (default: a source image means an edit)")
     r.add_argument("--out", required=True, type=Path, help="folder for the phase files, summary and export")
     r.add_argument("--phases", default=",".join(PHASES),
                    help=f"comma list of {', '.join(PHASES)}, distill (default: all but distill); saved answers "
@@ -415,8 +438,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .preferences import ManifestError
+    from .tables import TableError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ManifestError, TableError) as e:     # a data file the command cannot read: say which and why
+        raise SystemExit(f"rationalrewards {args.command}: {e}") from None
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ from .backends.base import GenerationOptions
 from .critic import Critic
 from .critique import Critique
 from .loader import is_hf_id
-from .loop import SEED_POLICIES, History, Round, StopRule, next_seed
-from .refine import MODES, refine
+from .loop import SEED_POLICIES, History, LoopState, Round, StopRule
+from .refine import MODES
 
 Generate = Callable[[str, int], Image.Image]     # (prompt, seed) -> image
 
@@ -126,6 +126,11 @@ class LoopResult:
     images: list[Image.Image]
     critiques: list[Critique]
 
+    @classmethod
+    def of(cls, state: LoopState) -> "LoopResult":
+        """A finished :class:`LoopState` (one image per round) as images and critiques per round."""
+        return cls(state.history, [batch[0] for batch in state.kept], list(state.critiques))
+
     @property
     def best_index(self) -> int:
         """The best round, or round 0 when no round could be scored (as the ComfyUI loop returns)."""
@@ -143,28 +148,23 @@ class LoopResult:
 def run_loop(generate: Generate, critic: Critic, prompt: str, settings: LoopSettings | None = None, *,
              source: Image.Image | None = None, options: GenerationOptions | None = None,
              on_round: Callable[[Round, Image.Image], None] | None = None) -> LoopResult:
-    """Generate, critique (Edit when ``source`` is given), refine, until the core's stop rule says stop."""
+    """Generate, critique (Edit when ``source`` is given), refine, until the core's stop rule says stop.
+
+    Each round is recorded by :meth:`LoopState.record`, the step the ComfyUI Loop End node takes."""
     settings = settings or LoopSettings()
     if not prompt or not prompt.strip():
         raise ValueError("the prompt is empty: give the prompt (or editing instruction) to refine")
-    history, images, critiques = History(), [], []
-    current, seed = prompt, settings.seed
+    state = LoopState.start(prompt, settings.seed)
     while True:
-        image = generate(current, seed)
-        critique = critic.critique([image], current, options, sources=[source] if source is not None else None)[0]
-        rnd = history.add(critique, current, seed, settings.rule, settings.weights)
-        refinement = refine(critique, prompt, settings.mode, settings.keep)
-        rnd.refined_prompt, rnd.note = refinement.prompt, refinement.note
-        images.append(image)
-        critiques.append(critique)
-        new_seed = next_seed(seed, settings.seed_policy)
-        history.stop_reason = history.decide_stop(settings.rule,
-                                                  refinement.prompt if refinement.used_refined else None, new_seed)
+        image = generate(state.prompt, state.seed)
+        critique = critic.critique([image], state.prompt, options,
+                                   sources=[source] if source is not None else None)[0]
+        state = state.record([critique], [image], settings.rule, weights=settings.weights,
+                             mode=settings.mode, keep=settings.keep, seed_policy=settings.seed_policy)
         if on_round is not None:
-            on_round(rnd, image)
-        if history.stop_reason:
-            return LoopResult(history, images, critiques)
-        current, seed = refinement.prompt, new_seed
+            on_round(state.history.rounds[-1], image)
+        if state.done:
+            return LoopResult.of(state)
 
 
 # -- files ------------------------------------------------------------------------------------------------

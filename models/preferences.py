@@ -3,21 +3,26 @@
 A manifest is JSONL, JSON, CSV or parquet (read by ``tables.iter_rows``, like ``critique --manifest``)
 with the columns ``prompt``, ``image_a``, ``image_b``, ``preferred`` and optionally ``source`` (the
 edit's source image) and ``id``.
-Relative image paths are read from the manifest's folder. Labels are normalised the way the
-authors' benchmark adapters do (``a``/``left``/``leftvote``/``1``/``model_1`` -> A, ...).
+Relative image paths are read from the manifest's folder. Labels are read by the benchmark readers'
+``normalize_label`` (``a``/``left``/``leftvote``/``1``/``model_1`` -> A, ...).
+
+A benchmark file (``rationalrewards eval --format``'s readers, ``benchmarks.read_benchmark``) becomes
+preference pairs through :func:`from_benchmark`, which writes embedded image cells to files so every
+pair can be linked or copied beside an export.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
+from . import benchmarks
 from .rubric import Task
-from .tables import TableError, iter_rows
+from .tables import TableError, is_empty_cell, iter_rows, load_image
 
-_A = {"a", "image a", "left", "leftvote", "1", "model_1", "a>b"}
-_B = {"b", "image b", "right", "rightvote", "2", "model_2", "b>a"}
-_TIE = {"tie", "draw", "equal", "a=b", "both", "tievote", "bothbad_vote", "bothgood_vote"}
+_SIDE = {"A>B": "A", "B>A": "B", "A=B": "tie"}
 _ALIASES = {"prompt": ("prompt", "instruction", "instruct_prompt", "prompt_text"),
             "image_a": ("image_a", "left_image", "left_output_image", "candidate_1"),
             "image_b": ("image_b", "right_image", "right_output_image", "candidate_2"),
@@ -49,14 +54,7 @@ class PreferencePair:
 
 def normalize_label(value: object) -> str | None:
     """``"A"``, ``"B"``, ``"tie"``, or None for a label nobody can read."""
-    s = " ".join(str(value if value is not None else "").strip().lower().replace("-", "_").split())
-    if s in _A:
-        return "A"
-    if s in _B:
-        return "B"
-    if s in _TIE:
-        return "tie"
-    return None
+    return _SIDE.get(benchmarks.normalize_label(value))
 
 
 def _field(row: dict, name: str) -> str:
@@ -109,3 +107,53 @@ def _read(path: Path) -> list[PreferencePair]:
         pairs.append(PreferencePair(pair_id, values["prompt"], images["image_a"], images["image_b"], label,
                                     images.get("source")))
     return pairs
+
+
+def from_benchmark(pairs: Sequence[benchmarks.Pair], image_dir: str | Path
+                   ) -> tuple[list[PreferencePair], dict[str, str]]:
+    """Benchmark pairs as preference pairs, and ``{pair id: why}`` for those left out (no label, a
+    missing or unreadable image). Path cells stay where they are; embedded images (bytes, dicts with
+    bytes) are written once to ``image_dir``, named by their content, so a rerun writes nothing new."""
+    image_dir = Path(image_dir)
+    kept: list[PreferencePair] = []
+    skipped: dict[str, str] = {}
+    for pair in pairs:
+        label = _SIDE.get(pair.label or "")
+        if label is None:
+            skipped[pair.id] = "no preference label"
+            continue
+        if pair.task is Task.EDIT and is_empty_cell(pair.source):
+            skipped[pair.id] = "an edit pair without a source image"
+            continue
+        try:
+            a, b = (_image_file(c, pair.base_dir, image_dir) for c in (pair.image_a, pair.image_b))
+            src = _image_file(pair.source, pair.base_dir, image_dir) if pair.task is Task.EDIT else None
+        except (OSError, ValueError) as e:
+            skipped[pair.id] = f"image: {e}"
+            continue
+        kept.append(PreferencePair(pair.id, pair.prompt, a, b, label, src))
+    return kept, skipped
+
+
+def _image_file(cell: Any, base_dir: Path | None, image_dir: Path) -> Path:
+    """The file behind an image cell: its own path when it is one, else the decoded image saved once."""
+    if isinstance(cell, (list, tuple)) and cell:
+        cell = cell[0]
+    path = cell.get("path") if isinstance(cell, dict) and not cell.get("bytes") else cell
+    if isinstance(path, (str, Path)) and str(path).strip():
+        p = Path(str(path).strip()).expanduser()
+        p = p if p.is_absolute() or base_dir is None else base_dir / p
+        if not p.is_file():
+            raise FileNotFoundError(f"image file {p} does not exist")
+        return p
+    img = load_image(cell, base_dir)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    data = buf.getvalue()
+    out = image_dir / f"{hashlib.sha1(data).hexdigest()[:16]}.png"
+    if not out.is_file():
+        image_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".png.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(out)
+    return out

@@ -160,12 +160,16 @@ WINNER_SCORE = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
 def pairwise_rank(critic, images: Sequence, prompt: str, options=None, *, source=None, seed: int = 0,
-                  both_orders: bool = False, progress=None, should_stop=None, answer_progress=None):
+                  both_orders: bool = False, rule=None, progress=None, should_stop=None, answer_progress=None):
     """Rank PIL ``images`` for ``prompt`` (an edit of ``source`` when given) by a merge tournament of
-    pairwise critiques. Returns the :class:`TournamentResult` and the parsed comparisons, one per match."""
+    pairwise critiques, each match decided by ``rules.decide`` under ``rule`` (the Compare node's rule).
+    Returns the :class:`TournamentResult` and the parsed comparisons, one per match."""
     from .critic import Item
     from .parser import parse_pairwise
     from .rubric import Task
+    from .rules import decide, decision_rule
+
+    rule = decision_rule(rule)
 
     task = Task.EDIT if source is not None else Task.T2I
     critiques = []
@@ -177,7 +181,7 @@ def pairwise_rank(critic, images: Sequence, prompt: str, options=None, *, source
                                                              should_stop=should_stop,
                                                              answer_progress=answer_progress)]
         critiques.extend(parsed)
-        return [WINNER_SCORE.get(pc.winner.value) for pc in parsed]
+        return [WINNER_SCORE.get(decide(pc, rule).winner.value) for pc in parsed]   # undecided -> None
 
     return merge_tournament(len(images), compare, seed=seed, both_orders=both_orders), critiques
 

@@ -25,6 +25,7 @@ from ..models.images import ImageError, from_unit_floats
 from ..models.loader import CheckpointNotFound
 from ..models.prompting import TemplateError
 from ..models.rubric import WEIGHT_PRESETS
+from ..models.rules import DECISION_HELP, DEFAULT_DECISION, DecisionRule
 from . import residency
 
 log = logging.getLogger("RationalRewards")
@@ -81,6 +82,17 @@ def fail(node: str, message: str) -> NodeError:
     return NodeError(f"{node}: {message}")
 
 
+def require_critiques(data: object, node: str, connect: str = "a Critique node") -> CritiqueSet:
+    """The critique batch on an RR_CRITIQUE input, or an error saying what to connect instead."""
+    if isinstance(data, CritiqueSet) and data.critiques:
+        return data
+    if isinstance(data, CritiqueSet) and "tournament" in data.extra:
+        raise fail(node, "critique_data comes from Rank Images in pairwise mode, which compares images and writes "
+                         "no critique of each one; set Rank's mode to pointwise, or critique Rank's 'best' output "
+                         "with a Critique node")
+    raise fail(node, f"critique_data is empty; connect the critique_data output of {connect}")
+
+
 @contextmanager
 def user_errors(node: str) -> Iterator[None]:
     """Turn the core's input errors into messages that name the node; let interrupts through."""
@@ -132,6 +144,18 @@ def weights_input() -> io.Combo.Input:
                                   "with LoRA weights). equal: the mean of every dimension that applies (the published "
                                   "reward). rl_edit: the same without Image Faithfulness, as the authors' editing RL "
                                   "training did.")
+
+
+def decision_input(when: str = "") -> io.Combo.Input:
+    """How a comparison picks its winner (``rules.decide``): the same rule names on Compare and Rank."""
+    return io.Combo.Input("decision", options=[r.value for r in DecisionRule], default=DEFAULT_DECISION.value,
+                          optional=True, tooltip=when + " ".join(DECISION_HELP[r] + "." for r in DecisionRule))
+
+
+def check_decision(decision: str, node: str) -> str:
+    if decision not in [r.value for r in DecisionRule]:
+        raise fail(node, f"decision must be one of {[r.value for r in DecisionRule]}, not {decision!r}")
+    return decision
 
 
 def options_from(max_new_tokens: int, temperature: float, seed: int) -> GenerationOptions:

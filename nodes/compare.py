@@ -7,9 +7,9 @@ from comfy_api.latest import io, ui
 
 from ..models.cards import compare_card, compare_data
 from ..models.critique import Winner
-from ..models.rules import DECISION_HELP, DEFAULT_DECISION, DecisionRule
-from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, fail, generating, generation_inputs, options_from,
-                     to_pil_list, user_errors)
+from ..models.rules import DEFAULT_DECISION
+from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, check_decision, CriticType, decision_input, fail, generating,
+                     generation_inputs, options_from, to_pil_list, user_errors)
 
 NODE = "RR Compare"
 
@@ -34,9 +34,7 @@ class Compare(io.ComfyNode):
                 io.Image.Input("source", display_name="before (source, for edits)", optional=True,
                                tooltip="Optional: the image before editing. Connected, A and B are judged as two "
                                        "edits of it (the Edit rubric, with Image Faithfulness)"),
-                io.Combo.Input("decision", options=[r.value for r in DecisionRule], default=DEFAULT_DECISION.value,
-                               optional=True,
-                               tooltip=" ".join(DECISION_HELP[r] + "." for r in DecisionRule)),
+                decision_input(),
                 *generation_inputs(),
             ],
             outputs=[
@@ -64,8 +62,7 @@ class Compare(io.ComfyNode):
             src = to_pil_list(source, NODE, "source") if source is not None else None
             if len(a) != 1 or len(b) != 1 or (src is not None and len(src) != 1):
                 raise fail(NODE, "compare takes single images (batch of 1 each); use 'Rank Images' for batches")
-            if decision not in [r.value for r in DecisionRule]:
-                raise fail(NODE, f"decision must be one of {[r.value for r in DecisionRule]}, not {decision!r}")
+            check_decision(decision, NODE)
             options = options_from(max_new_tokens, temperature, seed)
             with generating(handle, options, 1, image_a, image_b, source, node=NODE) as hooks:
                 result = handle.critic.compare(a[0], b[0], prompt, options, source=src[0] if src else None,

@@ -26,8 +26,8 @@ from ..models.grounding.segment import MULTIMASK
 from ..models.compat import DependencyError
 from ..models.loader import CheckpointNotFound, model_choices
 from ..models.rubric import Task
-from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, to_pil_list,
-                     user_errors)
+from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, require_critiques,
+                     to_pil_list, user_errors)
 
 log = logging.getLogger("RationalRewards")
 DETECTOR_FOLDER = "grounding-dino"
@@ -160,8 +160,7 @@ class DefectPhrases(io.ComfyNode):
     def execute(cls, critique_data, source: str, typed_phrases: str, max_regions: int, score_below: float,
                 index: int, max_new_tokens: int, temperature: float, seed: int, critic=None) -> io.NodeOutput:
         node = "RR Defect Phrases"
-        if not isinstance(critique_data, CritiqueSet) or not critique_data.critiques:
-            raise fail(node, "critique_data is empty; connect the critique_data output of a Critique node")
+        require_critiques(critique_data, node)
         if index >= len(critique_data):
             raise fail(node, f"index {index} is out of range: the critique batch has {len(critique_data)} item(s)")
         if source not in PHRASE_SOURCES:

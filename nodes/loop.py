@@ -16,7 +16,7 @@ from comfy_execution.graph_utils import GraphBuilder, is_link
 from ..models.cards import loop_card
 from ..models.loop import SEED_POLICIES, LoopState, StopRule, parse_stop_dimensions, stop_dimension_names
 from ..models.rubric import ALL_DIMENSIONS, BY_KEY
-from .common import CATEGORY, CritiqueSet, CritiqueType, fail, weights_input
+from .common import CATEGORY, CritiqueSet, CritiqueType, fail, require_critiques, weights_input
 from .refine import keep_input, mode_input
 
 LoopType = io.Custom("RR_LOOP")
@@ -191,9 +191,7 @@ class RefineLoopEnd(io.ComfyNode):
                 weights: str) -> io.NodeOutput:
         if not isinstance(loop, LoopState):
             raise fail(END, "'loop' must come from a Refine Loop Start node")
-        if not isinstance(critique_data, CritiqueSet) or not critique_data.critiques:
-            raise fail(END, "critique_data is empty; connect the critique_data output of a Critique node "
-                            "that judges this loop's image")
+        require_critiques(critique_data, END, "a Critique node that judges this loop's image")
         comfy.model_management.throw_exception_if_processing_interrupted()
         try:
             rule = StopRule(parse_stop_dimensions(stop_dimensions), threshold, max_rounds, stop_when_no_improvement)

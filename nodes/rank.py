@@ -9,9 +9,11 @@ from comfy_api.latest import io, ui
 from ..models.cards import rank_card, tournament_card, tournament_rows
 from ..models.critic import rank, rank_rows, rank_table
 from ..models.rubric import Task
+from ..models.rules import DEFAULT_DECISION
 from ..models.tournament import max_comparisons, pairwise_rank
-from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating,
-                     generation_inputs, options_from, to_pil_list, user_errors, weights_input)
+from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, check_decision, CriticType, CritiqueSet, CritiqueType,
+                     decision_input, fail, generating, generation_inputs, options_from, to_pil_list, user_errors,
+                     weights_input)
 
 NODE = "RR Rank"
 
@@ -48,6 +50,7 @@ class Rank(io.ComfyNode):
                 io.Boolean.Input("both_orders", default=False, optional=True,
                                  tooltip="pairwise mode: judge every pair as A/B and as B/A and average the two "
                                          "verdicts (cancels position bias; twice the comparisons)"),
+                decision_input("pairwise mode: how each comparison picks its winner (as in Compare Images). "),
             ],
             outputs=[
                 io.Image.Output(display_name="ranked", tooltip="The batch sorted best first"),
@@ -56,17 +59,19 @@ class Rank(io.ComfyNode):
                 io.String.Output(display_name="table", tooltip="Rank, index, overall and per-dimension scores"),
                 io.String.Output(display_name="table_json"),
                 CritiqueType.Output(display_name="critique_data",
-                                    tooltip="Critiques in ranked order (best first)"),
+                                    tooltip="Critiques in ranked order (best first). Pairwise mode compares and "
+                                            "writes no critique of each image: critique 'best' to refine it"),
             ],
         )
 
     @classmethod
     def execute(cls, critic, images, prompt: str, weights: str, max_new_tokens: int, temperature: float,
-                seed: int, source=None, mode: str = "pointwise", both_orders: bool = False) -> io.NodeOutput:
+                seed: int, source=None, mode: str = "pointwise", both_orders: bool = False,
+                decision: str = DEFAULT_DECISION.value) -> io.NodeOutput:
         handle = check_critic(critic, NODE)
         if mode == "pairwise":
             return cls._pairwise(handle, images, prompt, weights, options_from(max_new_tokens, temperature, seed),
-                                 seed, both_orders, source)
+                                 check_decision(decision, NODE), seed, both_orders, source)
         with user_errors(NODE):
             pils = to_pil_list(images, NODE, "images")
             sources = None if source is None else to_pil_list(source, NODE, "source")
@@ -95,7 +100,7 @@ class Rank(io.ComfyNode):
                              data, ui=preview | rank_card(ranked, rows, prompt, weights))
 
     @classmethod
-    def _pairwise(cls, handle, images, prompt: str, weights: str, options, seed: int,
+    def _pairwise(cls, handle, images, prompt: str, weights: str, options, decision: str, seed: int,
                   both_orders: bool, source=None) -> io.NodeOutput:
         with user_errors(NODE):
             pils = to_pil_list(images, NODE, "images")
@@ -105,6 +110,7 @@ class Rank(io.ComfyNode):
             with generating(handle, options, max_comparisons(len(pils), both_orders), images, images, source,
                             node=NODE) as hooks:
                 result, _ = pairwise_rank(handle.critic, pils, prompt, options, seed=seed, both_orders=both_orders,
+                                          rule=decision,
                                           source=sources[0] if sources else None, **hooks)
         order = torch.tensor(result.order, dtype=torch.long)
         batch = images if images.ndim == 4 else images.unsqueeze(0)
@@ -113,7 +119,7 @@ class Rank(io.ComfyNode):
         lines = ["rank | index | Bradley-Terry | wins / comparisons"] + [
             f"{r['rank']} | {r['index']} | {r['bt']:+.3f} | {r['wins']:g} / {r['played']}" for r in rows]
         table_json = json.dumps({"rows": rows, "comparisons": result.comparisons, "seed": seed,
-                                 "both_orders": both_orders})
+                                 "both_orders": both_orders, "decision": decision})
         data = CritiqueSet([], [], weights, images=sorted_images,
                            extra={"tournament": result.to_dict()})
         preview = ui.PreviewImage(sorted_images, cls=cls).as_dict()

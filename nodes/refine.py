@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..models.critic import rank
 from ..models.refine import MODES, refine
-from .common import CATEGORY, CritiqueSet, CritiqueType, fail
+from .common import CATEGORY, CritiqueType, require_critiques
 
 NODE = "RR Refine Prompt"
 
@@ -49,8 +49,7 @@ class RefinePrompt(io.ComfyNode):
 
     @classmethod
     def execute(cls, critique_data, mode: str, keep: str, pick: str, original_prompt: str = "") -> io.NodeOutput:
-        if not isinstance(critique_data, CritiqueSet) or not critique_data.critiques:
-            raise fail(NODE, "critique_data is empty; connect the critique_data output of a Critique node")
+        require_critiques(critique_data, NODE)
         idx = rank(critique_data.critiques, critique_data.weights)[0].index if pick == "best" else 0
         original = (original_prompt or "").strip() or critique_data.prompts[idx]
         result = refine(critique_data.critiques[idx], original, mode, keep)

@@ -9,7 +9,7 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..models.saved import PNG_KEY, critique_record, record_json
-from .common import CATEGORY, CritiqueSet, CritiqueType, fail
+from .common import CATEGORY, CritiqueType, fail, require_critiques
 
 NODE = "RR Save Critique"
 
@@ -47,8 +47,7 @@ class SaveCritique(io.ComfyNode):
 
     @classmethod
     def execute(cls, critique_data, filename_prefix: str, embed_workflow: bool = True, images=None) -> io.NodeOutput:
-        if not isinstance(critique_data, CritiqueSet) or not critique_data.critiques:
-            raise fail(NODE, "critique_data is empty; connect the critique_data output of a Critique or Rank node")
+        require_critiques(critique_data, NODE, "a Critique or Rank node")
         images = critique_data.images if images is None else images
         if images is None:
             raise fail(NODE, "the critique carries no image; connect the images to save")

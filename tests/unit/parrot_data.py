@@ -90,6 +90,31 @@ def write_manifest(folder: Path) -> Path:
     return path
 
 
+def write_mmrb2(folder: Path) -> Path:
+    """The same cases as an MMRB2 parquet with the images embedded as bytes (the edit's source in
+    ``prompt_images``), plus one pair whose label is no label (left out before any teacher call)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def cell(rgb) -> dict:
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), rgb).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (word, (label, *_)) in enumerate(list(CASES.items()) + [("kilo", ("unsure",))]):
+        rows.append({"pair_id": word, "prompt_text": f"a red cat {word}",
+                     "prompt_images": [cell((5, 5, 5))] if word == "juliet" else [],
+                     "response_a_images": [cell((60, 20 * i, 90))], "response_b_images": [cell((180, 20 * i, 90))],
+                     "chosen": label})
+    path = folder / "mmrb2.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
 def _body_text(body: dict) -> str:
     return "\n".join(part.get("text", "") for m in body.get("messages", [])
                      for part in (m["content"] if isinstance(m["content"], list) else [{"text": m["content"]}]))

@@ -191,6 +191,37 @@ def test_cli_runs_the_phases_and_prints_the_summary(manifest, tmp_path, capsys):
         main(["parrot", str(manifest), "--out", str(out), "--phases", "anchr"])
 
 
+def test_a_benchmark_file_goes_through_the_phases_like_its_manifest(manifest, tmp_path, capsys):
+    """--format reads the preference set with the eval readers: embedded images land once in OUT/images/,
+    an unlabelled pair is left out (and said), and the phases count exactly what the manifest run counts."""
+    pytest.importorskip("pyarrow")
+    data = parrot_data.write_mmrb2(tmp_path / "bench")
+    out = tmp_path / "run"
+    with FakeOpenAI(answer=parrot_data.answer_for_body) as peer:
+        rc = main(["parrot", str(data), "--format", "mmrb2", "--out", str(out), "--server", peer.url,
+                   "--model", "critic", "--max-new-tokens", "64"])
+        calls = len(peer.chat_requests())
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "pair kilo left out: no preference label" in captured.err and "1 of 11 mmrb2 pair(s)" in captured.err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pairs"] == 10 and summary["exported"] == {"pairwise": 5, "pointwise": 7}
+    assert calls == 9 + 7 + 10
+    images = sorted((out / "images").glob("*.png"))
+    assert len(images) == 21                          # 10 pairs x 2 + the edit's source, each written once
+    records = json.loads((out / "export" / f"{parrot.DATASET_NAME}.json").read_text())
+    assert all(len(r["images"]) == json.dumps(r["messages"]).count("<image>") for r in records)
+    juliet = sorted(len(r["images"]) for r in records if "juliet" in json.dumps(r["messages"]))
+    assert juliet == [2, 2, 3]                        # the edit keeps its source: 2 pointwise + 1 pairwise
+    # a rerun reads the same pairs (same ids, same image files) and asks the teacher nothing
+    assert main(["parrot", str(data), "--format", "mmrb2", "--out", str(out)]) == 0
+    assert sorted((out / "images").glob("*.png")) == images
+    with pytest.raises(SystemExit, match="--task goes with --format"):
+        main(["parrot", str(manifest), "--task", "edit", "--out", str(out)])
+    with pytest.raises(SystemExit, match="rationalrewards parrot: .*no column"):
+        main(["parrot", str(data), "--format", "genai-bench", "--out", str(tmp_path / "x")])
+
+
 def test_manifest_reader_csv_labels_and_errors(tmp_path):
     from PIL import Image
     for name in ("a.png", "b.png"):

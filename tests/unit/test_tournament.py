@@ -82,3 +82,24 @@ def test_pairwise_rank_with_the_critic_over_a_server():
         res, crits = pairwise_rank(critic, images, "a red square", GenerationOptions(max_new_tokens=8), seed=2)
         assert len(peer.chat_requests()) == res.comparisons == len(crits)
     assert res.order == true_order(6)
+
+
+def test_matches_are_decided_by_the_scores_under_the_compare_rule():
+    """The stated winner is not the verdict: ``rules.decide`` sums the scores (as Compare does), and
+    under ``strict`` an unreadable score leaves the match undecided (kept in bracket order, no win)."""
+    from rationalrewards.backends.openai_server import OpenAIServerBackend
+    from tests.twins import pairwise_answer as twin_answer
+    # image 0 scores higher than image 1 but the answer names B; the third dimension is unreadable for B
+    answer = twin_answer([(4, 2, "Image B"), (3, 3, "It's a tie"), (3, "??", "Image B")])
+    images = [Image.new("RGB", (16, 16), (c, 0, 0)) for c in (10, 200)]
+    with FakeOpenAI(answer=answer) as peer:
+        critic = Critic(backend=OpenAIServerBackend(peer.url, "critic", max_concurrency=2))
+        published, _ = pairwise_rank(critic, images, "a red square", GenerationOptions(max_new_tokens=8), seed=0)
+        strict, _ = pairwise_rank(critic, images, "a red square", GenerationOptions(max_new_tokens=8), seed=0,
+                                  rule="strict")
+        with pytest.raises(ValueError, match="unknown decision rule"):
+            pairwise_rank(critic, images, "x", GenerationOptions(max_new_tokens=8), rule="stated")
+    [m] = published.matches
+    assert m.result == (1.0 if m.first == 0 else 0.0)       # 4+3+3 against 2+3+2.5: image 0 wins
+    [m] = strict.matches
+    assert m.result is None and strict.wins == [0, 0]          # undecided: no win for either
