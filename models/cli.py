@@ -210,6 +210,8 @@ def _parrot(args: argparse.Namespace) -> int:
     if unknown:
         raise SystemExit(f"rationalrewards parrot: unknown phase(s) {', '.join(sorted(unknown))}; "
                          f"choose from {', '.join(parrot.PHASES + ('distill',))}")
+    if "distill" in phases and not args.student_model:     # said before any teacher call, not after
+        raise SystemExit("rationalrewards parrot: the distill phase needs --student-model (the critic to train)")
     config = parrot.ParrotConfig(margin=args.margin, drop_contradicting=not args.keep_contradicting,
                                  tie_contradicts=args.tie_contradicts, weights=args.weights,
                                  kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
@@ -249,8 +251,6 @@ def _parrot(args: argparse.Namespace) -> int:
     print(summary.text())
     if "distill" in phases:
         from .distill import DistillConfig, distill
-        if not args.student_model:
-            raise SystemExit("rationalrewards parrot: the distill phase needs --student-model (the critic to train)")
         result = distill(Path(args.out) / "export", args.student_model, args.models_dir or [str(Path.cwd())],
                          Path(args.out) / "student",
                          DistillConfig(steps=args.steps, learning_rate=args.learning_rate, lora_r=args.lora_r,

@@ -14,7 +14,7 @@ CRITIC_NOTE = """### The critic
 
 `hf download TIGER-Lab/RationalRewards-8B-T2I --local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-T2I`
 
-or switch on *download if missing*. It needs about 17.5 GB of free VRAM in bf16, or runs from RAM on the CPU (slow). It shares the GPU with your generator: ComfyUI swaps them.
+or switch on *download if missing*. It needs about 17.5 GB of free VRAM in bf16; on a 12-16 GB card set *quantization* to int8 (about 10.7 GB) or 4bit (about 7.3 GB; needs bitsandbytes), or run it from RAM on the CPU (slow). It shares the GPU with your generator: ComfyUI swaps them.
 
 **First run:** loading takes a while; with *decoding speed mode* = auto on a CUDA GPU the first critique also compiles for a minute or more (the node shows what it is doing). Pick *plain* to skip compiling when you judge only a few images."""
 

@@ -16,11 +16,23 @@ Tests that use ``comfy_server`` are marked ``integration`` automatically; desele
 from __future__ import annotations
 
 import os
+import signal
 
 import pytest
 
 from tests.comfy_server import (ARTIFACTS_DIR, ComfyClient, ComfyServer, ModelBuild, ModelsDir, comfy_dir,
                                 prepare_base_dir, session_log_path)
+
+
+def _stop_like_ctrl_c(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    """A run stopped with SIGTERM (a CI timeout, ``kill``) ends like Ctrl-C: pytest tears the session
+    fixtures down, so no ComfyUI server or fake peer outlives it (the default SIGTERM skips teardown)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -67,3 +67,17 @@ def test_adapter_folder_must_hold_safetensors(tiny_models_dir, tmp_path):
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
         load_critic("tiny-qwen3vl", [tiny_models_dir], adapter=tmp_path / "adapter")
+
+
+def test_cli_distill_phase_trains_on_the_export_it_finds(export_dir, tiny_models_dir, tmp_path, capsys):
+    """`rationalrewards parrot --phases distill` on an earlier run's folder: no teacher, the saved export."""
+    from rationalrewards.cli import main
+    manifest, out = str(tmp_path / "data" / "manifest.jsonl"), str(export_dir.parent)
+    with pytest.raises(SystemExit, match="needs --student-model"):
+        main(["parrot", manifest, "--out", out, "--phases", "distill"])
+    rc = main(["parrot", manifest, "--out", out, "--phases", "distill", "--student-model", "tiny-qwen3vl",
+               "--models-dir", str(tiny_models_dir), "--steps", "2", "--lora-r", "4", "--train-batch-size", "2",
+               "--learning-rate", "3e-3"])
+    assert rc == 0
+    assert "distill: 2 step(s), loss" in capsys.readouterr().out
+    assert (export_dir.parent / "student" / "adapter" / "adapter_model.safetensors").is_file()
