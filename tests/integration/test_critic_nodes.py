@@ -23,7 +23,7 @@ EXPECTED_INPUTS = {
     "RR_Compare": {"critic", "image_a", "image_b", "prompt", "source", "decision", "max_new_tokens", "temperature",
                    "seed"},
     "RR_Rank": {"critic", "images", "prompt", "weights", "max_new_tokens", "temperature", "seed", "mode",
-                "both_orders"},
+                "both_orders", "decision"},
     "RR_RefinePrompt": {"critique_data", "mode", "keep", "original_prompt", "pick"},
     "RR_RefineLoopStart": {"prompt", "seed", "state"},
     "RR_RefineLoopEnd": {"loop", "image", "critique_data", "max_rounds", "stop_dimensions", "threshold",
