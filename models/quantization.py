@@ -1,9 +1,9 @@
 """Quantised critics: what Load Critic's ``quantization`` asks for, and what a folder already carries.
 
 ``int8`` (LLM.int8) and ``4bit`` (NF4 with double quantisation) go through transformers'
-``BitsAndBytesConfig``; bitsandbytes is an optional extra (``pip install "comfyui-rationalrewards[quant]"``
-or ``pip install "bitsandbytes>=0.50"``). BENCHMARKS.md says why bitsandbytes and not torchao. A folder
-whose config already has a ``quantization_config`` (bitsandbytes, AWQ, GPTQ, FP8, compressed-tensors) is
+``BitsAndBytesConfig``; bitsandbytes is an optional extra (``pip install "bitsandbytes>=0.50"``, or
+``pip install -e ".[quant]"`` in the pack's folder: the pack is not on PyPI). BENCHMARKS.md says why
+bitsandbytes and not torchao. A folder whose config already has a ``quantization_config`` (bitsandbytes, AWQ, GPTQ, FP8, compressed-tensors) is
 loaded as it is; ``quantization`` is then ignored and the loader says what it found.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .compat import DependencyError
 from .memory_plan import QUANTIZATIONS, describe_prequantized
 
 __all__ = ["QUANTIZATIONS", "found_quantization", "quantization_config", "require_method"]
-BNB_HINT = 'pip install "bitsandbytes>=0.50" (or the extra: pip install "comfyui-rationalrewards[quant]")'
+BNB_HINT = 'pip install "bitsandbytes>=0.50" with ComfyUI\'s Python (or, in the pack\'s folder, pip install -e ".[quant]")'
 # What transformers needs installed to load a pre-quantised folder of each method.
 METHOD_PACKAGES = {"bitsandbytes": ("bitsandbytes", BNB_HINT),
                    "awq": ("awq", 'pip install autoawq'),

@@ -28,8 +28,8 @@ def require_pyarrow():
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise TableError("reading parquet files needs pyarrow: pip install 'comfyui-rationalrewards[toolkit]' "
-                         "(or pip install pyarrow)") from None
+        raise TableError("reading parquet files needs pyarrow: pip install \"pyarrow>=14\" (or, in the pack's "
+                         "folder, pip install -e \".[toolkit]\")") from None
     return pq
 
 
