@@ -17,7 +17,9 @@ PYTHON="${PYTHON:-python3.11}"
 TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 COMFY_REQS=(comfyui-frontend-package==1.32.9 torchsde einops sentencepiece aiohttp yarl pyyaml scipy tqdm
             psutil alembic SQLAlchemy "av>=14.2.0" kornia spandrel "pydantic~=2.0" "pydantic-settings~=2.0")
-TEST_REQS=(pytest hypothesis websocket-client)
+# segment-anything: the optional [sam] extra at its lower bound, so the localisation tests (Meta SAM .pth
+# files among them) run at the lowest transformers too.
+TEST_REQS=(pytest hypothesis websocket-client segment-anything==1.0)
 
 say() { printf '[lowest] %s\n' "$*"; }
 pip_install() { say "pip install $*"; "$VPY" -m pip install --disable-pip-version-check --progress-bar off -q "$@"; }
@@ -53,21 +55,17 @@ fi
 if [[ "${1:-}" == "--setup" ]]; then exit 0; fi
 
 cd "$ROOT"
-say "unit tests + the shipped critique workflow in the real server, $("$VPY" -c 'import transformers; print("transformers", transformers.__version__)')"
+say "unit tests + the shipped critique and localisation workflows in the real server, $("$VPY" -c 'import transformers; print("transformers", transformers.__version__)')"
 # The `transformers serve` peer is a test tool of the newest environment (transformers[serving]), not a
 # dependency of the pack: its two parity tests run in the main suite only.
-# Not yet covered at the lower bound: the defect-localisation tests (tests/unit/test_grounding_models.py).
-# Their fixtures build GroundingDINO / SAM 2 in transformers 5's layout (4.57's Swin keeps a
-# relative_position_index buffer the original-checkpoint converter does not map); the grounding loaders
-# import on 4.57, but their behaviour there is untested.
 # The toolkit's optional extras (diffusers for `refine`, trl/peft/datasets for PARROT's export check and
 # distillation) are not in requirements.txt, so their tests run in the main suite only.
 exec "$VPY" -m pytest -q -p no:cacheprovider tests/unit \
-    --ignore tests/unit/test_grounding_models.py \
     --ignore tests/unit/test_pipeline_loop.py --ignore tests/unit/test_distill.py \
     --deselect tests/unit/test_parrot.py::test_export_loads_in_datasets_and_matches_the_llamafactory_layout \
     --deselect tests/unit/test_openai_server.py::test_greedy_parity_with_the_in_process_backend \
     --deselect tests/unit/test_openai_server.py::test_real_server_wrong_model_and_forced_answer \
     tests/integration/test_server_smoke.py::test_object_info_lists_core_nodes \
     tests/integration/test_critic_nodes.py::test_critique_workflow_runs_through_the_real_model_and_marks_unparsed \
-    tests/integration/test_critic_nodes.py::test_critique_workflow_with_scripted_answer_reports_parsed_scores "$@"
+    tests/integration/test_critic_nodes.py::test_critique_workflow_with_scripted_answer_reports_parsed_scores \
+    tests/integration/test_localise_workflow.py::test_shipped_workflow_fixes_the_localised_defects_and_recritiques "$@"

@@ -33,6 +33,9 @@ RENAMES: tuple[tuple[str, str], ...] = (
     ("backbone.0.layers.{i}.blocks.{j}.norm2.{p}", SWIN + ".encoder.layers.{i}.blocks.{j}.layernorm_after.{p}"),
     ("backbone.0.layers.{i}.blocks.{j}.attn.relative_position_bias_table",
      SWIN + ".encoder.layers.{i}.blocks.{j}.attention.self.relative_position_bias_table"),
+    # a buffer: saved by the original and by transformers 4.x (persistent there), rebuilt by transformers 5
+    ("backbone.0.layers.{i}.blocks.{j}.attn.relative_position_index",
+     SWIN + ".encoder.layers.{i}.blocks.{j}.attention.self.relative_position_index"),
     ("backbone.0.layers.{i}.blocks.{j}.attn.proj.{p}", SWIN + ".encoder.layers.{i}.blocks.{j}.attention.output.dense.{p}"),
     ("backbone.0.layers.{i}.blocks.{j}.mlp.fc1.{p}", SWIN + ".encoder.layers.{i}.blocks.{j}.intermediate.dense.{p}"),
     ("backbone.0.layers.{i}.blocks.{j}.mlp.fc2.{p}", SWIN + ".encoder.layers.{i}.blocks.{j}.output.dense.{p}"),
@@ -107,9 +110,8 @@ FUSED: tuple[tuple[str, str], ...] = (
 )
 QKV = ("query", "key", "value")
 
-# Original keys with no counterpart: buffers rebuilt at load time and BERT's unused pooler.
+# Original keys with no counterpart: a buffer rebuilt at load time and BERT's unused pooler.
 DROPPED = (
-    re.compile(r"^backbone\.0\.layers\.\d+\.blocks\.\d+\.attn\.relative_position_index$"),
     re.compile(r"^bert\.embeddings\.position_ids$"),
     re.compile(r"^bert\.pooler\."),
 )
@@ -311,7 +313,10 @@ def load_original(state_dict: Mapping[str, torch.Tensor], config=None):
     model, info = GroundingDinoForObjectDetection.from_pretrained(None, config=config, state_dict=conv.state_dict,
                                                                   output_loading_info=True)
     missing = sorted(k for k in info["missing_keys"] if ".swin.layernorm." not in k)
-    problems = missing + sorted(info["unexpected_keys"]) + [str(k) for k in info["mismatched_keys"]]
+    # Swin's relative_position_index is loaded where transformers keeps it in the state dict (4.x) and
+    # rebuilt where it does not (5.x): there it is reported unexpected, and that is expected.
+    unexpected = sorted(k for k in info["unexpected_keys"] if not k.endswith(".relative_position_index"))
+    problems = missing + unexpected + [str(k) for k in info["mismatched_keys"]]
     if problems:
         raise ConversionError(f"the converted weights do not fit the model: {len(problems)} problems, e.g. {problems[:4]}")
     return model.eval()

@@ -6,6 +6,8 @@ predicted IoU of three), ``largest`` or ``smallest``.
 """
 from __future__ import annotations
 
+import inspect
+
 import math
 import re
 from pathlib import Path
@@ -102,11 +104,13 @@ class HFSegmenter:
                         for k, v in inputs.items() if k in ("pixel_values", "input_boxes")}
         out = self.model(**model_inputs, multimask_output=multimask != "single")
         pred = out.pred_masks.float().cpu()
-        if "reshaped_input_sizes" in inputs:     # SAM
-            masks = self.processor.image_processor.post_process_masks(pred, inputs["original_sizes"].cpu(),
-                                                                     inputs["reshaped_input_sizes"].cpu())[0]
-        else:                                   # SAM 2
-            masks = self.processor.post_process_masks(pred, inputs["original_sizes"].cpu())[0]
+        post = self.processor.image_processor.post_process_masks
+        # SAM's takes the resized input sizes; SAM 2's does not (and in transformers 4.57 its third
+        # positional parameter is the mask threshold, though its processor still returns those sizes)
+        if "reshaped_input_sizes" in inspect.signature(post).parameters and "reshaped_input_sizes" in inputs:
+            masks = post(pred, inputs["original_sizes"].cpu(), reshaped_input_sizes=inputs["reshaped_input_sizes"].cpu())[0]
+        else:
+            masks = post(pred, inputs["original_sizes"].cpu())[0]
         scores = out.iou_scores[0].float().cpu() if getattr(out, "iou_scores", None) is not None else None
         return choose(masks.bool(), scores, multimask).numpy()
 

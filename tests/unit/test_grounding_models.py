@@ -240,11 +240,24 @@ def test_converted_checkpoint_gives_the_same_outputs_as_its_source(dirs, hf_dete
     assert [(d.phrase, d.box) for d in ra.detections] == [(d.phrase, d.box) for d in rb.detections]
 
 
+def test_swin_position_index_is_right_whether_loaded_or_rebuilt(dirs, original_sd):
+    """transformers 4.x loads Swin's relative_position_index from the checkpoint, 5.x rebuilds it: either
+    way the converted detector holds the index Swin computes (a zero or missing buffer would not)."""
+    converted = L.load_detector(T.GDINO_PTH, dirs["det"])
+    window = converted.model.config.backbone_config.window_size
+    buffers = {n: b for n, b in converted.model.named_buffers() if n.endswith("relative_position_index")}
+    assert buffers and all(torch.equal(b.cpu().flatten(), T.swin_position_index(window).flatten())   # 5.x: flat
+                           for b in buffers.values())
+    assert torch.equal(original_sd["backbone.0.layers.0.blocks.0.attn.relative_position_index"],
+                       T.swin_position_index(window))
+
+
 def test_conversion_reports_leftovers_and_inverse_is_complete(original_sd, hf_detector):
     conv = C.original_to_hub(dict(original_sd, **{"transformer.mystery.weight": torch.zeros(1)}))
     assert conv.unexpected == ["transformer.mystery.weight"]
     assert any(k.startswith("bert.pooler.") for k in conv.dropped)
-    assert any(k.endswith("relative_position_index") for k in conv.dropped)
+    assert not any(k.endswith("relative_position_index") for k in conv.dropped + conv.unexpected)
+    assert any(k.endswith("attention.self.relative_position_index") for k in conv.state_dict)
     with pytest.raises(C.ConversionError, match="mystery"):
         C.load_original({"model": dict(original_sd, **{"transformer.mystery.weight": torch.zeros(1)})})
     broken = {k: v for k, v in original_sd.items() if not k.startswith("transformer.decoder.layers.1.")}
