@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .backends.base import GenerationOptions
 from .benchmarks import LABELS, PUBLISHED, Pair
@@ -96,13 +97,10 @@ def collect_answers(pairs: list[Pair], dispatcher: Dispatcher, cache: str | Path
             for j, job in enumerate(_items(p, mode)):
                 jobs.append(job)
                 owners.append((k, j))
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=len(todo), unit="pair", desc=f"eval ({mode})", dynamic_ncols=True)
         partial: dict[int, list[str | None]] = {}
         model = ""
-        try:
+        with tqdm(total=len(todo), unit="pair", desc=f"eval ({mode})", dynamic_ncols=True,
+                  disable=not progress) as bar:
             for out in dispatcher.run(jobs, options):
                 k, j = owners[out.index]
                 pair = todo[k]
@@ -113,8 +111,7 @@ def collect_answers(pairs: list[Pair], dispatcher: Dispatcher, cache: str | Path
                     (report.skipped if bad_input else report.failed)[pair.id] = out.error_text
                     say(f"pair {pair.id!r} {'skipped' if bad_input else 'failed'}: {out.error_text}")
                     partial.pop(k, None)
-                    if bar is not None:
-                        bar.update(1)
+                    bar.update(1)
                     continue
                 model = model or out.critic.name
                 answers = partial.setdefault(k, [None] * per)
@@ -124,11 +121,7 @@ def collect_answers(pairs: list[Pair], dispatcher: Dispatcher, cache: str | Path
                     sink.write({"key": cache_key(mode, pair.id), "id": pair.id, "mode": mode,
                                 "task": pair.task.value, "model": model, "answers": answers})
                     report.asked += 1
-                    if bar is not None:
-                        bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
+                    bar.update(1)
     return report
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from tqdm.auto import tqdm
+
 from .backends.base import GenerationOptions
 from .critic import Critic, CritiqueInputError, Item
 from .critique import Critique
@@ -204,10 +206,10 @@ def critique_manifest(manifest: str | Path, out: str | Path, dispatcher: Dispatc
             say(f"{out}: removed a partial last line ({sink.trimmed} bytes) left by an interrupted run")
         todo = [r for r in mine if r.id not in sink.ids]
         report.already_done = len(mine) - len(todo)
-        bar = _progress(len(mine), report.already_done, progress)
         base = manifest.parent
         jobs = [_row_item(r, base, task) for r in todo]
-        try:
+        with tqdm(total=len(mine), initial=report.already_done, unit="image", desc="critique", dynamic_ncols=True,
+                  disable=not progress) as bar:
             for outcome in dispatcher.run(jobs, options):
                 row = todo[outcome.index]
                 if not outcome.ok:
@@ -216,11 +218,7 @@ def critique_manifest(manifest: str | Path, out: str | Path, dispatcher: Dispatc
                 else:
                     sink.write(_record(row, outcome, weights))
                     report.written += 1
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(1)
     if report.failed:
         with open(errors_path, "w", encoding="utf-8") as f:
             for entry in report.failed:
@@ -236,13 +234,6 @@ def _record(row: ManifestRow, outcome: Outcome, weights) -> dict[str, Any]:
     record = {"id": row.id, "image": describe_cell(row.image), "prompt": row.prompt,
               "source": describe_cell(row.source), "model": critic.name or getattr(critic.backend, "model", "")}
     return record | critique_record(crit, weights) | template_record(critic, item.task, "pointwise")
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, unit="image", desc="critique", dynamic_ncols=True)
 
 
 def read_ids(paths: Iterable[str | Path]) -> list[str]:

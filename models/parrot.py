@@ -297,6 +297,31 @@ def _phase_summary(name: str, considered: int, counts: Counter, dropped: Counter
     return PhaseSummary(name, considered, kept, counts["asked"], counts["reused"], dict(dropped))
 
 
+def _judge_pairs(store: PhaseFile, phase: str, cands: Sequence[PreferencePair], order: Sequence[str],
+                 dropped: Counter, reason_of: Callable[[float], str],
+                 fields: Callable[[PreferencePair, PairwiseCritique, float], dict]
+                 ) -> dict[str, tuple[PairwiseCritique, str]]:
+    """The anchor and filter phases' verdicts: each saved pairwise answer parsed, its margin for the
+    preferred image judged by ``reason_of`` ("" = kept), the decision written beside the answers.
+    Returns ``{pair id: (parsed, raw answer)}`` of the kept pairs; counts the dropped in ``dropped``."""
+    kept: dict[str, tuple[PairwiseCritique, str]] = {}
+    for p in cands:
+        rec = store.records.get(p.id)
+        if rec is None:
+            dropped[f"not answered yet (run the {phase} phase)"] += 1
+            continue
+        parsed = parse_pairwise(rec["raw"], p.task)
+        win = _margin_win(parsed, p.preferred)
+        reason = reason_of(win)
+        store.decide(p.id, **fields(p, parsed, win), kept=not reason, reason=reason or None)
+        if reason:
+            dropped[reason] += 1
+        else:
+            kept[p.id] = (parsed, rec["raw"])
+    store.write_decisions(order)
+    return kept
+
+
 def run(pairs: Sequence[PreferencePair], out_dir: str | Path, teacher: Teacher | None = None,
         config: ParrotConfig | None = None, phases: Sequence[str] = PHASES,
         template_dir: str | Path | None = None,
@@ -335,50 +360,28 @@ def run(pairs: Sequence[PreferencePair], out_dir: str | Path, teacher: Teacher |
     asks = [_Ask(p.id, "anchor", p, ("A", "B"), {"preferred": p.preferred}, p.prompt) for p in labelled]
     store, counts = stage("anchor", asks)
     dropped: Counter = Counter({TIE_LABEL: len(pairs) - len(labelled)} if len(labelled) < len(pairs) else {})
-    anchored: dict[str, PairwiseCritique] = {}
-    anchored_raw: dict[str, str] = {}
-    for p in labelled:
-        rec = store.records.get(p.id)
-        if rec is None:
-            dropped["not answered yet (run the anchor phase)"] += 1
-            continue
-        parsed = parse_pairwise(rec["raw"], p.task)
-        win = _margin_win(parsed, p.preferred)
-        reason = ANCHOR_UNREADABLE if math.isnan(win) else ANCHOR_CONTRADICTS if win <= 0 else ""
-        store.decide(p.id, prompt=p.prompt, preferred=p.preferred, task=p.task.value,
-                     winner=parsed.decide("strict").winner.value, kept=not reason, reason=reason or None)
-        if reason:
-            dropped[reason] += 1
-        else:
-            anchored[p.id], anchored_raw[p.id] = parsed, rec["raw"]
-    store.write_decisions(order)
+    anchored = _judge_pairs(
+        store, "anchor", labelled, order, dropped,
+        lambda win: ANCHOR_UNREADABLE if math.isnan(win) else ANCHOR_CONTRADICTS if win <= 0 else "",
+        lambda p, parsed, win: dict(prompt=p.prompt, preferred=p.preferred, task=p.task.value,
+                                    winner=parsed.decide("strict").winner.value))
+    anchored_raw = {pid: raw for pid, (_, raw) in anchored.items()}
     summary.phases.append(_phase_summary("anchor", len(pairs), counts, dropped, len(anchored)))
 
     # 2. consistency filtering
     by_id = {p.id: p for p in pairs}
-    digests = {pid: rationale_digest(c) for pid, c in anchored.items()}
+    digests = {pid: rationale_digest(c) for pid, (c, _) in anchored.items()}
     cands = [by_id[pid] for pid in order if pid in anchored]
     asks = [_Ask(p.id, "filter", p, ("A", "B"), {"rationale": digests[p.id]}, p.prompt) for p in cands]
     store, counts = stage("filter", asks)
     dropped = Counter()
-    kept_pairs: list[PreferencePair] = []
-    for p in cands:
-        rec = store.records.get(p.id)
-        if rec is None:
-            dropped["not answered yet (run the filter phase)"] += 1
-            continue
-        parsed = parse_pairwise(rec["raw"], p.task)
-        win = _margin_win(parsed, p.preferred)
-        reason = (CONSISTENCY_UNREADABLE if math.isnan(win) else NOT_RECOVERED if win <= 0
-                  else BELOW_MARGIN if win < config.margin else "")
-        store.decide(p.id, preferred=p.preferred, recovered=parsed.decide("strict").winner.value,
-                     win_margin=None if math.isnan(win) else win, margin=config.margin, kept=not reason,
-                     reason=reason or None)
-        if reason:
-            dropped[reason] += 1
-        else:
-            kept_pairs.append(p)
-    store.write_decisions(order)
+    consistent = _judge_pairs(
+        store, "filter", cands, order, dropped,
+        lambda win: (CONSISTENCY_UNREADABLE if math.isnan(win) else NOT_RECOVERED if win <= 0
+                     else BELOW_MARGIN if win < config.margin else ""),
+        lambda p, parsed, win: dict(preferred=p.preferred, recovered=parsed.decide("strict").winner.value,
+                                    win_margin=None if math.isnan(win) else win, margin=config.margin))
+    kept_pairs = [p for p in cands if p.id in consistent]
     summary.phases.append(_phase_summary("filter", len(cands), counts, dropped, len(kept_pairs)))
 
     # 3. pointwise projection

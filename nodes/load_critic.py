@@ -101,9 +101,11 @@ class LoadCritic(io.ComfyNode):
                 io.Combo.Input("quantization", display_name="quantize weights", options=list(QUANTIZATIONS),
                                default="none", optional=True,
                                tooltip="none (default): weights as stored. Shrink the critic's weights while loading (needs the bitsandbytes package): "
-                                       "int8 ~9 GiB and 4bit (NF4) ~6 GiB for the 8B critic instead of 16 GiB in "
-                                       "bf16, so it fits a 12-16 GB card beside the generator. A "
-                                       "folder that is already quantised (bnb, AWQ, GPTQ, FP8) loads as it is."),
+                                       "int8 ~9 GiB and 4bit (NF4) ~6 GiB of weights for the 8B critic instead of "
+                                       "16 GiB in bf16 (about 10.7 / 7.3 / 17.7 GiB while it critiques), so it runs "
+                                       "on a 12-16 GB card; the README's memory plan says which fits beside which "
+                                       "generator. A folder that is already quantised (bnb, AWQ, GPTQ, FP8) loads "
+                                       "as it is."),
             ],
             outputs=[CriticType.Output(display_name="critic")],
         )

@@ -7,7 +7,6 @@ predicted IoU of three), ``largest`` or ``smallest``.
 from __future__ import annotations
 
 import inspect
-
 import math
 import re
 from pathlib import Path
