@@ -64,25 +64,22 @@ ASPECTS: dict[str, dict[Task, tuple[str, ...] | None]] = {
 }
 
 
-def decision_rule(rule: DecisionRule | str | None) -> DecisionRule:
+def _named(kind: type[Enum], value: Any, default: Enum, what: str) -> Any:
     """Validate a rule name (None = the default); the error lists the names that exist."""
-    if rule is None:
-        return DEFAULT_DECISION
+    if value is None:
+        return default
     try:
-        return DecisionRule(rule)
+        return kind(value)
     except ValueError:
-        raise ValueError(f"unknown decision rule {rule!r}; choose one of "
-                         f"{[r.value for r in DecisionRule]}") from None
+        raise ValueError(f"unknown {what} rule {value!r}; choose one of {[r.value for r in kind]}") from None
+
+
+def decision_rule(rule: DecisionRule | str | None) -> DecisionRule:
+    return _named(DecisionRule, rule, DEFAULT_DECISION, "decision")
 
 
 def unreadable_rule(rule: UnreadableReward | str | None) -> UnreadableReward:
-    if rule is None:
-        return DEFAULT_UNREADABLE
-    try:
-        return UnreadableReward(rule)
-    except ValueError:
-        raise ValueError(f"unknown unreadable-answer rule {rule!r}; choose one of "
-                         f"{[r.value for r in UnreadableReward]}") from None
+    return _named(UnreadableReward, rule, DEFAULT_UNREADABLE, "unreadable-answer")
 
 
 @dataclass(frozen=True)
