@@ -10,7 +10,7 @@ WEB_DIRECTORY = "./web"
 async def comfy_entrypoint():
     import logging
 
-    from .models.compat import transformers_problem
+    from .models.runtime.compat import transformers_problem
     from .nodes import RationalRewardsExtension, register_model_folder
 
     register_model_folder()

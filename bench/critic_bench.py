@@ -15,7 +15,7 @@ measured in the same run.
 
 Prints one JSON object; ``--json PATH`` also writes it. Needs torch, transformers and the core installed
 (``pip install -e .``, which ``scripts/setup_env.sh`` does): the offload mechanics are the core's
-``rationalrewards.residency``, the same code the nodes use, so it runs on a machine without ComfyUI.
+``rationalrewards.runtime.residency``, the same code the nodes use, so it runs on a machine without ComfyUI.
 """
 from __future__ import annotations
 
@@ -147,16 +147,16 @@ def noise_image(side: int, seed: int = 0):
 
 def comfy_image_to_pil(images: torch.Tensor) -> list:
     """What nodes/common.to_pil_list does to a ComfyUI IMAGE (the core's from_unit_floats)."""
-    from rationalrewards.images import from_unit_floats
+    from rationalrewards.critic.images import from_unit_floats
     return from_unit_floats(images.detach().float().cpu().numpy())
 
 
 def cpu_overheads(critic, side: int, new_tokens: int) -> dict:
     """CPU time per critique outside the model (median ms): prompt + image prep, encoding (text and
     pixel values; on CUDA the image ops are launched on the GPU), decoding the answer, parsing it."""
-    from rationalrewards.critic import Item
-    from rationalrewards.parser import parse_critique
-    from rationalrewards.rubric import Task
+    from rationalrewards.critic.critic import Item
+    from rationalrewards.judging.parser import parse_critique
+    from rationalrewards.judging.rubric import Task
     from tests.unit.rr_sample_answers import T2I_FULL, huge_answer
     b = critic.backend
     img = noise_image(side, seed=1)
@@ -192,10 +192,10 @@ def run(args) -> dict:
     import transformers
     from rationalrewards.backends.base import GenerationOptions
     from rationalrewards.backends.transformers_backend import TransformersBackend
-    from rationalrewards.critic import Critic, Item
-    from rationalrewards.parser import parse_critique
-    from rationalrewards.residency import HostCopies, torch_pin, torch_unpin
-    from rationalrewards.rubric import Task
+    from rationalrewards.critic.critic import Critic, Item
+    from rationalrewards.judging.parser import parse_critique
+    from rationalrewards.runtime.residency import HostCopies, torch_pin, torch_unpin
+    from rationalrewards.judging.rubric import Task
 
     gpu = not (args.cpu or args.dry_run)
     if gpu and not torch.cuda.is_available():
@@ -348,11 +348,11 @@ def quantised(args) -> dict:
     and loaded per variant. --dry-run: a tiny Qwen3-VL whose widths bitsandbytes' CPU kernels accept, on
     CPU (timings mean nothing there; the memory figures are the host's)."""
     import transformers
-    from rationalrewards import memory_plan
+    from rationalrewards.runtime import memory_plan
     from rationalrewards.backends.base import GenerationOptions
     from rationalrewards.backends.transformers_backend import TransformersBackend
-    from rationalrewards.critic import Critic, Item
-    from rationalrewards.rubric import Task
+    from rationalrewards.critic.critic import Critic, Item
+    from rationalrewards.judging.rubric import Task
 
     gpu = not (args.cpu or args.dry_run)
     if gpu and not torch.cuda.is_available():

@@ -20,12 +20,12 @@ from comfy_api.latest import io
 from ..models import Critique
 from ..models.backends.base import GenerationInterrupted, GenerationOptions
 from ..models.backends.openai_server import ServerError
-from ..models.critic import Critic, CritiqueInputError
-from ..models.images import ImageError, from_unit_floats
-from ..models.loader import CheckpointNotFound
-from ..models.prompting import TemplateError
-from ..models.rubric import WEIGHT_PRESETS
-from ..models.rules import DECISION_HELP, DEFAULT_DECISION, DecisionRule
+from ..models.critic.critic import Critic, CritiqueInputError
+from ..models.critic.images import ImageError, from_unit_floats
+from ..models.runtime.loader import CheckpointNotFound
+from ..models.critic.prompting import TemplateError
+from ..models.judging.rubric import WEIGHT_PRESETS
+from ..models.judging.rules import DECISION_HELP, DEFAULT_DECISION, DecisionRule
 from . import residency
 
 log = logging.getLogger("RationalRewards")

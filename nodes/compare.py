@@ -5,9 +5,9 @@ import json
 
 from comfy_api.latest import io, ui
 
-from ..models.cards import compare_card, compare_data
-from ..models.critique import Winner
-from ..models.rules import DEFAULT_DECISION
+from ..models.judging.cards import compare_card, compare_data
+from ..models.judging.critique import Winner
+from ..models.judging.rules import DEFAULT_DECISION
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, check_decision, CriticType, decision_input, fail, generating,
                      generation_inputs, options_from, to_pil_list, user_errors)
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..models.cards import critiques_card
-from ..models.critique import Critique
-from ..models.rubric import Task, dimensions_for
+from ..models.judging.cards import critiques_card
+from ..models.judging.critique import Critique
+from ..models.judging.rubric import Task, dimensions_for
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, generation_inputs,
                      options_from, to_pil_list, user_errors, weights_input)
 

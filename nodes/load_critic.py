@@ -10,11 +10,11 @@ import torch
 from comfy_api.latest import io
 
 from ..models.backends.options import DECODING, DTYPES, available_attention, pick_dtype, resolve_decoding
-from ..models.compat import DependencyError
-from ..models.loader import (AUTO_MAX_PIXELS, KNOWN_CRITICS, RR_TRAINED_MAX_PIXELS, list_local, load_critic,
+from ..models.runtime.compat import DependencyError
+from ..models.runtime.loader import (AUTO_MAX_PIXELS, KNOWN_CRITICS, RR_TRAINED_MAX_PIXELS, list_local, load_critic,
                              model_choices, plan_critic, resolve_checkpoint, resolve_max_pixels)
-from ..models.memory_plan import QUANTIZATIONS, MemoryPlanError, check, gib
-from ..models.script import AnswerScript
+from ..models.runtime.memory_plan import QUANTIZATIONS, MemoryPlanError, check, gib
+from ..models.critic.script import AnswerScript
 from . import residency
 from .common import CATEGORY, CRITIC_TOOLTIP, CriticType, check_critic, fail, model_dirs, status, template_dirs, user_errors
 

@@ -23,9 +23,9 @@ from ..models.grounding.loader import (KNOWN_DETECTORS, KNOWN_SEGMENTERS, NO_SEG
 from ..models.grounding.masks import empty
 from ..models.grounding.phrases import PHRASE_SOURCES, PhraseResult, pick_phrases, split_phrases
 from ..models.grounding.segment import MULTIMASK
-from ..models.compat import DependencyError
-from ..models.loader import CheckpointNotFound, model_choices
-from ..models.rubric import Task
+from ..models.runtime.compat import DependencyError
+from ..models.runtime.loader import CheckpointNotFound, model_choices
+from ..models.judging.rubric import Task
 from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, require_critiques,
                      to_pil_list, user_errors)
 

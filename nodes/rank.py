@@ -6,11 +6,11 @@ import json
 import torch
 from comfy_api.latest import io, ui
 
-from ..models.cards import rank_card, tournament_card, tournament_rows
-from ..models.critic import rank, rank_rows, rank_table
-from ..models.rubric import Task
-from ..models.rules import DEFAULT_DECISION
-from ..models.tournament import max_comparisons, pairwise_rank
+from ..models.judging.cards import rank_card, tournament_card, tournament_rows
+from ..models.judging.ranking import rank, rank_rows, rank_table
+from ..models.judging.rubric import Task
+from ..models.judging.rules import DEFAULT_DECISION
+from ..models.judging.tournament import max_comparisons, pairwise_rank
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, check_decision, CriticType, CritiqueSet, CritiqueType,
                      decision_input, fail, generating, generation_inputs, options_from, to_pil_list, user_errors,
                      weights_input)

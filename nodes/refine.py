@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..models.critic import rank
-from ..models.refine import MODES, refine
+from ..models.judging.ranking import rank
+from ..models.judging.refine import MODES, refine
 from .common import CATEGORY, CritiqueType, require_critiques
 
 NODE = "RR Refine Prompt"

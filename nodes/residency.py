@@ -6,7 +6,7 @@ so we wrap instead of patching). ``comfy.model_management.load_models_gpu([patch
 critic like any checkpoint, and ``free_memory`` evicts it when a generator needs the VRAM.
 
 How the weights move (host copies, pinning, movability, memory estimates) is the core's
-``rationalrewards.residency`` (``models/residency.py``); host copies are pinned through
+``rationalrewards.runtime.residency`` (``models/residency.py``); host copies are pinned through
 ``comfy.model_management.pin_memory`` so they count against ComfyUI's pinned budget.
 
 Quantised critics move too: bitsandbytes 8-bit / 4-bit models go whole with ``model.to``
@@ -36,10 +36,10 @@ import torch
 import comfy.model_management as mm
 from comfy.model_patcher import ModelPatcher
 
-from ..models.critic import Critic
-from ..models.residency import (HostCopies, ModuleMover, generation_bytes, is_movable, moves_whole,
+from ..models.critic.critic import Critic
+from ..models.runtime.residency import (HostCopies, ModuleMover, generation_bytes, is_movable, moves_whole,
                                 quantization_method, same_device)
-from ..models.script import AnswerScript
+from ..models.critic.script import AnswerScript
 
 log = logging.getLogger("RationalRewards")
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..models.saved import PNG_KEY, critique_record, record_json
+from ..models.judging.saved import PNG_KEY, critique_record, record_json
 from .common import CATEGORY, CritiqueType, fail, require_critiques
 
 NODE = "RR Save Critique"

@@ -4,9 +4,9 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..models.backends.openai_server import OpenAIServerBackend, ServerError
-from ..models.critic import Critic
-from ..models.loader import AUTO_MAX_PIXELS, RR_TRAINED_MAX_PIXELS, resolve_max_pixels
-from ..models.prompting import check_templates
+from ..models.critic.critic import Critic
+from ..models.runtime.loader import AUTO_MAX_PIXELS, RR_TRAINED_MAX_PIXELS, resolve_max_pixels
+from ..models.critic.prompting import check_templates
 from .common import CATEGORY, CriticType, fail, template_dirs
 from .residency import CriticHandle
 

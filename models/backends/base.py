@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from ..prompting import ChatRequest
+from ..critic.prompting import ChatRequest
 
 ProgressFn = Callable[[int, int], None]   # (tokens done, token budget)
 StopFn = Callable[[], bool]              # True when the user asked to stop

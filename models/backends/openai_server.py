@@ -47,7 +47,7 @@ import requests
 import tenacity
 from PIL import Image
 
-from ..prompting import ChatRequest
+from ..critic.prompting import ChatRequest
 from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from ..compat import require_transformers
+from ..runtime.compat import require_transformers
 
 require_transformers()   # one clear message for an unsupported version, before transformers is imported
 
@@ -29,9 +29,9 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, CompileCon
                           GenerationConfig, LogitsProcessor, LogitsProcessorList, StoppingCriteria,
                           StoppingCriteriaList)
 
-from ..compat import DependencyError  # noqa: E402
-from ..prompting import ChatRequest  # noqa: E402
-from ..quantization import found_quantization, quantization_config, require_method  # noqa: E402
+from ..runtime.compat import DependencyError  # noqa: E402
+from ..critic.prompting import ChatRequest  # noqa: E402
+from ..runtime.quantization import found_quantization, quantization_config, require_method  # noqa: E402
 from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn  # noqa: E402,F401
 from .options import (ATTENTION, DECODING, DTYPES, available_attention, pick_device, pick_dtype,  # noqa: E402,F401
                       resolve_decoding)

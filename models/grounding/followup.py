@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 from PIL import Image
 
 from ..backends.base import GenerationOptions, ProgressFn, StopFn
-from ..critique import Critique
-from ..images import prepare
-from ..prompting import IMAGE_MARKER, ChatRequest, Template, get_template, render
-from ..rubric import Task
-from ..script import AnswerScript
+from ..judging.critique import Critique
+from ..critic.images import prepare
+from ..critic.prompting import IMAGE_MARKER, ChatRequest, Template, get_template, render
+from ..judging.rubric import Task
+from ..critic.script import AnswerScript
 from .phrases import PhraseResult, critique_digest, parse_region_answer
 
 if TYPE_CHECKING:
-    from ..critic import Critic
+    from ..critic.critic import Critic
 
 DEFECTS_MODE = "defects"
 TEMPLATES = {Task.T2I: "defect_phrases", Task.EDIT: "defect_phrases_edit"}

@@ -9,16 +9,15 @@ the optional segment-anything package), or no model at all (box masks). ``.pth``
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
 
-from ..compat import require_transformers
-from ..loader import list_local as _list_models
-from ..loader import resolve_model
+from ..runtime.compat import require_transformers
+from ..runtime.loader import list_local as _list_models
+from ..runtime.loader import resolve_model
 from .detect import GroundingDetector
+from .files import GroundingLoadError, GroundingModelNotFound, read_tensors  # noqa: F401 (public here too)
 from .localise import GroundingModels
 from .segment import BoxSegmenter, HFSegmenter, MetaSegmenter, Segmenter
 
@@ -35,14 +34,6 @@ BERT_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json")
 DownloadProgress = Callable[[int, int], None]
 
 
-class GroundingModelNotFound(FileNotFoundError):
-    pass
-
-
-class GroundingLoadError(ValueError):
-    """A file that is there but cannot be used; the message says why and what works instead."""
-
-
 def list_local(search_dirs: Sequence[str | Path], kind: str) -> list[str]:
     """Model folders (with config.json) and checkpoint files directly under the search folders.
 
@@ -52,7 +43,7 @@ def list_local(search_dirs: Sequence[str | Path], kind: str) -> list[str]:
 
 def resolve(name: str, search_dirs: Sequence[str | Path], what: str, allow_download: bool = False,
             progress: DownloadProgress | None = None) -> Path:
-    """A local folder or file for ``name`` (see :func:`rationalrewards.loader.resolve_model`)."""
+    """A local folder or file for ``name`` (see :func:`rationalrewards.runtime.loader.resolve_model`)."""
     return resolve_model(name, search_dirs, what=what, files=CHECKPOINT_FILES, allow_download=allow_download,
                          progress=progress, error=GroundingModelNotFound)
 
@@ -109,18 +100,6 @@ def find_bert_tokenizer(search_dirs: Sequence[str | Path], allow_download: bool 
 
 
 # --- loaders --------------------------------------------------------------------------------------------
-
-def read_tensors(path: Path):
-    """The one ``torch.load`` of the pack: tensors only. Training checkpoints (IDEA's GroundingDINO among them) also pickle their
-    ``argparse.Namespace`` of arguments: a plain attribute bag, allowed; anything else is refused."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:   # UnpicklingError for pickles that hold code or custom classes
-        raise GroundingLoadError(f"{path.name} could not be read as plain tensors (weights_only=True): "
-                                 f"{str(e).splitlines()[0][:200]}. The pack never unpickles code; use a "
-                                 "safetensors / Hugging Face format copy of this model") from None
-
 
 def load_detector(name: str, search_dirs: Sequence[str | Path], *, tokenizer_dirs: Sequence[str | Path] = (),
                   allow_download: bool = False, progress: DownloadProgress | None = None) -> GroundingDetector:

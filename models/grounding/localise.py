@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..images import flatten_rgb
+from ..critic.images import flatten_rgb
 from . import masks as M
 from .detect import Detection, GroundingDetector
 from .segment import MULTIMASK, BoxSegmenter, Segmenter

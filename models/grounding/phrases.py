@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from ..critique import Critique, ScoreStatus, score_label
-from ..rubric import ALL_DIMENSIONS, BY_KEY
+from ..judging.critique import Critique, ScoreStatus, score_label
+from ..judging.rubric import ALL_DIMENSIONS, BY_KEY
 
 SEVERITIES = ("minor", "clear", "severe")          # the 1-4 scale: 3 = minor, 2 = clear problems, 1 = severe
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}

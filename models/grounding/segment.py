@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from .detect import Box
+from .files import read_tensors
 
 MULTIMASK = ("single", "best", "largest", "smallest")
 
@@ -204,7 +205,6 @@ class MetaSegmenter:
     @classmethod
     def from_file(cls, path: str | Path) -> "MetaSegmenter":
         """Pickles are read with ``weights_only=True``: tensors only, no code."""
-        from .loader import read_tensors     # loader imports this module
         ckpt = read_tensors(Path(path))
         sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
         if not isinstance(sd, dict):

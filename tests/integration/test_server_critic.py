@@ -150,8 +150,8 @@ def test_server_errors_name_the_node_and_the_fix(comfy_server, case):
 def test_the_chat_body_the_server_receives_is_the_rendered_template(comfy_server, node):
     """What a Critique node inside ComfyUI sends: the template rendered with the node's prompt, the images
     in their places, pixel for pixel (tests/sent.py; the same check runs on the in-process model input)."""
-    from rationalrewards.critic import Critic, Item
-    from rationalrewards.rubric import Task
+    from rationalrewards.critic.critic import Critic, Item
+    from rationalrewards.judging.rubric import Task
     from tests.sent import assert_prompt_sent, from_chat_body
 
     seed = comfy_server.fresh_seed()

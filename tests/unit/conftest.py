@@ -38,7 +38,7 @@ _LOADED: dict = {}
 @pytest.fixture(scope="session")
 def load_tiny(tiny_models_dir):
     """``load_tiny(family)`` -> a Critic loaded (once per session) by ``loader.load_critic``."""
-    from rationalrewards.loader import load_critic
+    from rationalrewards.runtime.loader import load_critic
 
     def _load(family: str):
         if family not in _LOADED:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from rationalrewards.script import AnswerScript, Rule
+from rationalrewards.critic.script import AnswerScript, Rule
 
 T2I_DIMS = ("Text Faithfulness", "Physical and Visual Quality", "Text Rendering")
 EDIT_DIMS = ("Text Faithfulness", "Image Faithfulness", "Physical and Visual Quality", "Text Rendering")

@@ -6,8 +6,8 @@ from __future__ import annotations
 from PIL import Image
 
 from rationalrewards.backends.base import GenerationOptions
-from rationalrewards.progress import UNFINISHED, AnswerProgress, headers_in
-from rationalrewards.script import AnswerScript, Rule
+from rationalrewards.critic.progress import UNFINISHED, AnswerProgress, headers_in
+from rationalrewards.critic.script import AnswerScript, Rule
 from tests.unit.rr_sample_answers import T2I_FULL
 
 

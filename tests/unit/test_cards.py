@@ -7,12 +7,12 @@ import math
 import pytest
 
 from rationalrewards import rank
-from rationalrewards.cards import (card_labels, compare_card, compare_data, critiques_card, loop_card, rank_card,
+from rationalrewards.judging.cards import (card_labels, compare_card, compare_data, critiques_card, loop_card, rank_card,
                                    word_diff)
-from rationalrewards.critic import rank_rows, rank_table
-from rationalrewards.critique import ScoreStatus, overall_label, score_label
-from rationalrewards.loop import History, StopRule
-from rationalrewards.rubric import Task
+from rationalrewards.judging.ranking import rank_rows, rank_table
+from rationalrewards.judging.critique import ScoreStatus, overall_label, score_label
+from rationalrewards.judging.loop import History, StopRule
+from rationalrewards.judging.rubric import Task
 from tests.unit.test_critique import crit, pair
 
 

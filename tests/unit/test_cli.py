@@ -6,7 +6,7 @@ import math
 
 from PIL import Image
 
-from rationalrewards.cli import main
+from rationalrewards.toolkit.cli import main
 
 
 def test_parse_command_prints_scores_and_flags_incomplete(tmp_path, capsys):

@@ -9,11 +9,11 @@ from PIL import Image
 
 from rationalrewards import CritiqueInputError, rank
 from rationalrewards.backends.base import GenerationInterrupted, GenerationOptions
-from rationalrewards.critic import Critic, Item
-from rationalrewards.critique import Critique, PairwiseCritique, ScoreStatus, Winner
-from rationalrewards.images import ImageError
-from rationalrewards.rubric import Task
-from rationalrewards.script import AnswerScript, Rule
+from rationalrewards.critic.critic import Critic, Item
+from rationalrewards.judging.critique import Critique, PairwiseCritique, ScoreStatus, Winner
+from rationalrewards.critic.images import ImageError
+from rationalrewards.judging.rubric import Task
+from rationalrewards.critic.script import AnswerScript, Rule
 from tests.unit.rr_sample_answers import (EDIT_FULL, EDIT_FULL_SCORES, EDIT_PAIR, T2I_FULL, T2I_FULL_SCORES,
                                           T2I_PAIR, t2i_answer)
 

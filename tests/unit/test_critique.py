@@ -7,10 +7,10 @@ import math
 import pytest
 
 from rationalrewards import rank
-from rationalrewards.critique import (Critique, DimensionResult, PairwiseCritique, PairwiseDimension,
+from rationalrewards.judging.critique import (Critique, DimensionResult, PairwiseCritique, PairwiseDimension,
                                       ScoreStatus, Winner)
-from rationalrewards.parser import parse_critique, parse_pairwise
-from rationalrewards.rubric import (PAIRWISE_NA_VALUE, WEIGHT_PRESETS, Task, dimensions_for,
+from rationalrewards.judging.parser import parse_critique, parse_pairwise
+from rationalrewards.judging.rubric import (PAIRWISE_NA_VALUE, WEIGHT_PRESETS, Task, dimensions_for,
                                     resolve_weights)
 from tests.unit.rr_sample_answers import EDIT_FULL, EDIT_PAIR, T2I_FULL, T2I_PAIR
 

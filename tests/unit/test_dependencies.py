@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rationalrewards import compat
+from rationalrewards.runtime import compat
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,8 +49,8 @@ def test_unsupported_transformers_raises_one_dependency_error(monkeypatch):
 
 
 def test_core_without_a_local_model_never_imports_transformers():
-    code = ("import sys; import rationalrewards, rationalrewards.critic, rationalrewards.loader, "
-            "rationalrewards.memory_plan, rationalrewards.backends.openai_server, rationalrewards.backends.options, "
+    code = ("import sys; import rationalrewards, rationalrewards.critic.critic, rationalrewards.runtime.loader, "
+            "rationalrewards.runtime.memory_plan, rationalrewards.backends.openai_server, rationalrewards.backends.options, "
             "rationalrewards.grounding.loader; print('transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr

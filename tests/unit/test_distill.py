@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from rationalrewards import parrot
+from rationalrewards.toolkit import parrot
 from rationalrewards.backends.base import GenerationOptions
 from rationalrewards.backends.openai_server import OpenAIServerBackend
-from rationalrewards.critic import Critic
-from rationalrewards.distill import DistillConfig, distill, load_export
-from rationalrewards.loader import load_critic
-from rationalrewards.preferences import read_manifest
+from rationalrewards.critic.critic import Critic
+from rationalrewards.toolkit.distill import DistillConfig, distill, load_export
+from rationalrewards.runtime.loader import load_critic
+from rationalrewards.toolkit.preferences import read_manifest
 from tests.fixtures.fake_openai import FakeOpenAI
 from tests.unit import parrot_data
 
@@ -71,7 +71,7 @@ def test_adapter_folder_must_hold_safetensors(tiny_models_dir, tmp_path):
 
 def test_cli_distill_phase_trains_on_the_export_it_finds(export_dir, tiny_models_dir, tmp_path, capsys):
     """`rationalrewards parrot --phases distill` on an earlier run's folder: no teacher, the saved export."""
-    from rationalrewards.cli import main
+    from rationalrewards.toolkit.cli import main
     manifest, out = str(tmp_path / "data" / "manifest.jsonl"), str(export_dir.parent)
     with pytest.raises(SystemExit, match="needs --student-model"):
         main(["parrot", manifest, "--out", out, "--phases", "distill"])

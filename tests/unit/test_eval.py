@@ -9,9 +9,9 @@ import json
 import pytest
 from PIL import Image
 
-from rationalrewards.benchmarks import normalize_label, read_benchmark
-from rationalrewards.cli import main
-from rationalrewards.evaluate import bootstrap_ci
+from rationalrewards.toolkit.benchmarks import normalize_label, read_benchmark
+from rationalrewards.toolkit.cli import main
+from rationalrewards.toolkit.evaluate import bootstrap_ci
 from tests.fixtures.fake_openai import FakeOpenAI
 from tests.unit.toolkit_answers import pairwise_answer, pointwise_answer
 

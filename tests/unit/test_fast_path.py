@@ -8,8 +8,8 @@ from transformers import CompileConfig
 
 from rationalrewards.backends.base import GenerationInterrupted, GenerationOptions
 from rationalrewards.backends.transformers_backend import DECODING, TransformersBackend
-from rationalrewards.critic import Critic, Item
-from rationalrewards.rubric import Task
+from rationalrewards.critic.critic import Critic, Item
+from rationalrewards.judging.rubric import Task
 from tests.unit.rr_sample_answers import T2I_FULL
 
 GREEDY = GenerationOptions(max_new_tokens=20, temperature=0)
@@ -38,7 +38,7 @@ def eager_compile() -> CompileConfig:
 @pytest.fixture(scope="module")
 def fresh_qwen3(tiny_models_dir):
     """A private copy of the tiny Qwen3-VL (compiling attaches state to the model object)."""
-    from rationalrewards.loader import load_critic
+    from rationalrewards.runtime.loader import load_critic
     return load_critic("tiny-qwen3vl", [tiny_models_dir])
 
 

@@ -12,10 +12,10 @@ from rationalrewards.grounding.followup import TEMPLATES, ask_regions, render_fo
 from rationalrewards.grounding.phrases import (clean_phrase, critique_digest, dimension_key, parse_region_answer,
                                                phrases_from_critique, rank_phrases, severity_from_score,
                                                split_phrases, worst_score, DefectPhrase)
-from rationalrewards.parser import parse_critique
-from rationalrewards.prompting import load_template
-from rationalrewards.rubric import Task
-from rationalrewards.script import AnswerScript
+from rationalrewards.judging.parser import parse_critique
+from rationalrewards.critic.prompting import load_template
+from rationalrewards.judging.rubric import Task
+from rationalrewards.critic.script import AnswerScript
 from tests.unit.rr_sample_answers import EDIT_FULL, T2I_FULL
 
 T2I_REQUEST = 'a red cat holding a sign that says "HELLO" in a sunny garden'

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from rationalrewards.images import MIN_SIDE, ImageError, fit_max_pixels, prepare, to_rgb
+from rationalrewards.critic.images import MIN_SIDE, ImageError, fit_max_pixels, prepare, to_rgb
 
 
 @pytest.mark.parametrize("size", [(1, 1), (15, 64), (64, 8)])

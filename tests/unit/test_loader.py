@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import huggingface_hub
-from rationalrewards import loader
-from rationalrewards.loader import (DOWNLOAD_PATTERNS, CheckpointNotFound, is_checkpoint_dir, is_hf_id,
+from rationalrewards.runtime import loader
+from rationalrewards.runtime.loader import (DOWNLOAD_PATTERNS, CheckpointNotFound, is_checkpoint_dir, is_hf_id,
                                     list_local, load_critic, local_folder_name, resolve_checkpoint)
 
 HF_ID = "TIGER-Lab/RationalRewards-8B-T2I"

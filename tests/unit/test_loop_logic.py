@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from rationalrewards.loop import History, LoopState, StopRule, best_round, next_seed, parse_stop_dimensions
-from rationalrewards.parser import parse_critique
+from rationalrewards.judging.loop import History, LoopState, StopRule, best_round, next_seed, parse_stop_dimensions
+from rationalrewards.judging.parser import parse_critique
 
 
 def crit(tf, pq, tr="N/A", refined="better"):

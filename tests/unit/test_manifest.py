@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 
 from rationalrewards.backends.base import GenerationOptions
-from rationalrewards.cli import main
-from rationalrewards.dispatch import Dispatcher, server_critics
-from rationalrewards.manifest import (ResumableJsonl, critique_manifest, parse_shard, read_ids, read_manifest,
+from rationalrewards.toolkit.cli import main
+from rationalrewards.toolkit.dispatch import Dispatcher, server_critics
+from rationalrewards.toolkit.manifest import (ResumableJsonl, critique_manifest, parse_shard, read_ids, read_manifest,
                                       shard_of)
-from rationalrewards.script import AnswerScript, Rule
-from rationalrewards.tables import TableError
+from rationalrewards.critic.script import AnswerScript, Rule
+from rationalrewards.toolkit.tables import TableError
 from tests.fixtures.fake_openai import FakeOpenAI, Reply, completion
 from tests.unit.toolkit_answers import pointwise_answer, tag_of
 
@@ -162,7 +162,7 @@ def test_cli_run_killed_mid_way_resumes_without_duplicate_or_gap(tmp_path):
     n = 24
     manifest = jsonl(tmp_path / "m.jsonl", write_rows(tmp_path, n))
     out = tmp_path / "out.jsonl"
-    cmd = [sys.executable, "-m", "rationalrewards.cli", "critique", "--manifest", str(manifest), "--out", str(out),
+    cmd = [sys.executable, "-m", "rationalrewards.toolkit.cli", "critique", "--manifest", str(manifest), "--out", str(out),
            "--server", "", "--model", "critic", "--max-concurrency", "2", "--max-new-tokens", "16",
            "--no-progress", "--retries", "0"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))

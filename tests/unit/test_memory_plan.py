@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rationalrewards import memory_plan as mp
+from rationalrewards.runtime import memory_plan as mp
 
 GiB = 2 ** 30
 

@@ -19,9 +19,9 @@ from rationalrewards.backends.base import GenerationInterrupted, GenerationOptio
 from rationalrewards.backends.openai_server import (OPTIONAL_FIELDS, ApiKeyError, ModelNotServed, OpenAIServerBackend,
                                                      ServerAnswerError, ServerError, ServerTimeout,
                                                      ServerUnavailable, chat_body, normalize_base_url)
-from rationalrewards.critic import Critic, Item
-from rationalrewards.prompting import ChatRequest
-from rationalrewards.rubric import Task
+from rationalrewards.critic.critic import Critic, Item
+from rationalrewards.critic.prompting import ChatRequest
+from rationalrewards.judging.rubric import Task
 from tests.fixtures.fake_openai import FakeOpenAI, Reply, completion
 from tests.unit.rr_sample_answers import T2I_FULL, T2I_FULL_SCORES
 

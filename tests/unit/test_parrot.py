@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from rationalrewards import parrot
+from rationalrewards.toolkit import parrot
 from rationalrewards.backends.base import GenerationOptions
 from rationalrewards.backends.openai_server import OpenAIServerBackend
-from rationalrewards.cli import main
-from rationalrewards.critic import Critic
-from rationalrewards.preferences import ManifestError, normalize_label, read_manifest
+from rationalrewards.toolkit.cli import main
+from rationalrewards.critic.critic import Critic
+from rationalrewards.toolkit.preferences import ManifestError, normalize_label, read_manifest
 from tests.fixtures.fake_openai import FakeOpenAI
 from tests.unit import parrot_data
 
@@ -155,8 +155,8 @@ def test_export_loads_in_datasets_and_matches_the_llamafactory_layout(manifest, 
         parts = row["prompt"][-1]["content"]
         assert sum(p["type"] == "image" for p in parts) == len(row["images"])
     # the student learns what it will be asked: the pointwise prompt is exactly the critic's template
-    from rationalrewards.parrot import student_request
-    from rationalrewards.rubric import Task
+    from rationalrewards.toolkit.parrot import student_request
+    from rationalrewards.judging.rubric import Task
     pointwise = next(r for r in lf if "alpha" in r["messages"][-2]["content"] and len(r["images"]) == 1)
     req = student_request(Task.T2I, "pointwise", "a red cat alpha")
     assert pointwise["messages"][-2]["content"] == "".join("<image>" if k == "image" else p for k, p in req.parts)

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rationalrewards.critique import Critique, PairwiseCritique, ScoreStatus, Winner
-from rationalrewards.parser import ParseError, parse_critique, parse_pairwise
-from rationalrewards.rubric import Task
+from rationalrewards.judging.critique import Critique, PairwiseCritique, ScoreStatus, Winner
+from rationalrewards.judging.parser import ParseError, parse_critique, parse_pairwise
+from rationalrewards.judging.rubric import Task
 from tests.unit.rr_sample_answers import (huge_answer, EDIT_FULL, EDIT_FULL_SCORES, EDIT_PAIR, T2I_FULL, T2I_FULL_SCORES,
                                           T2I_PAIR, T2I_PAIR_PUBLISHED, T2I_SCORE_FIRST, T2I_SCORE_FIRST_SCORES,
                                           t2i_answer)

@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from rationalrewards.backends.base import GenerationOptions
-from rationalrewards.cli import main
-from rationalrewards.loop import StopRule
-from rationalrewards.pipeline_loop import (LoopSettings, PipelineNotFound, load_pipeline, pipeline_generator,
+from rationalrewards.toolkit.cli import main
+from rationalrewards.judging.loop import StopRule
+from rationalrewards.toolkit.pipeline_loop import (LoopSettings, PipelineNotFound, load_pipeline, pipeline_generator,
                                            read_prompts, run_loop)
-from rationalrewards.script import AnswerScript, Rule
+from rationalrewards.critic.script import AnswerScript, Rule
 
 OPTIONS = GenerationOptions(max_new_tokens=300, temperature=0.0)
 CALL = {"num_inference_steps": 2, "guidance_scale": 1.0}
@@ -119,7 +119,7 @@ def test_prompt_list_runs_every_prompt_and_resumes(pipelines, qwen3_critic, tmp_
     second = json.loads((out / folders[1] / "history.json").read_text())
     assert len(second["rounds"]) == 1 and second["done"]
     # a re-run finds both done: no critic, no pipeline is loaded
-    monkeypatch.setattr("rationalrewards.pipeline_loop.load_pipeline", lambda *a, **k: pytest.fail("loaded"))
+    monkeypatch.setattr("rationalrewards.toolkit.pipeline_loop.load_pipeline", lambda *a, **k: pytest.fail("loaded"))
     assert main(args) == 0
     assert "already done" in capsys.readouterr().out
 

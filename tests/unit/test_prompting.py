@@ -6,11 +6,11 @@ import re
 import pytest
 from PIL import Image
 
-from rationalrewards.critique import ScoreStatus, Winner
-from rationalrewards.parser import parse_critique, parse_pairwise
-from rationalrewards.prompting import (IMAGE_MARKER, REQUEST_FIELD, TEMPLATE_DIR, ChatRequest, load_template,
+from rationalrewards.judging.critique import ScoreStatus, Winner
+from rationalrewards.judging.parser import parse_critique, parse_pairwise
+from rationalrewards.critic.prompting import (IMAGE_MARKER, REQUEST_FIELD, TEMPLATE_DIR, ChatRequest, load_template,
                                        render, template_name)
-from rationalrewards.rubric import Task, dimensions_for
+from rationalrewards.judging.rubric import Task, dimensions_for
 
 MARKERS = {"t2i_pointwise": 1, "edit_pointwise": 2, "t2i_pairwise": 2, "edit_pairwise": 3}
 CASES = [(Task.T2I, "pointwise"), (Task.EDIT, "pointwise"), (Task.T2I, "pairwise"), (Task.EDIT, "pairwise")]
@@ -124,7 +124,7 @@ def test_unknown_template_raises(tmp_path):
 
 
 def test_override_through_critic(tmp_path):
-    from rationalrewards.critic import Critic, Item
+    from rationalrewards.critic.critic import Critic, Item
     (tmp_path / "t2i_pointwise.txt").write_text("MINE {request}\n<image>", encoding="utf-8")
     critic = Critic(backend=None, template_dir=tmp_path)
     req = critic.build(Item(Task.T2I, "pointwise", "a cat", (img(),)))

@@ -19,12 +19,12 @@ from PIL import Image
 
 from rationalrewards.backends.base import GenerationOptions
 from rationalrewards.backends.openai_server import OpenAIServerBackend
-from rationalrewards.critic import Critic, Item
-from rationalrewards.critique import ScoreStatus, Winner
-from rationalrewards.loader import RR_TRAINED_MAX_PIXELS, load_critic, resolve_max_pixels
-from rationalrewards.prompting import TEMPLATE_DIR, TemplateError, check_templates, get_template
-from rationalrewards.rubric import Task
-from rationalrewards.script import AnswerScript
+from rationalrewards.critic.critic import Critic, Item
+from rationalrewards.judging.critique import ScoreStatus, Winner
+from rationalrewards.runtime.loader import RR_TRAINED_MAX_PIXELS, load_critic, resolve_max_pixels
+from rationalrewards.critic.prompting import TEMPLATE_DIR, TemplateError, check_templates, get_template
+from rationalrewards.judging.rubric import Task
+from rationalrewards.critic.script import AnswerScript
 from tests.fixtures.fake_openai import FakeOpenAI
 from tests.sent import assert_prompt_sent, from_chat_body, record_model_inputs
 from tests.unit.rr_sample_answers import EDIT_FULL, EDIT_PAIR, T2I_FULL, T2I_PAIR_PUBLISHED

@@ -9,11 +9,11 @@ import json
 import pytest
 from PIL import Image
 
-from rationalrewards import memory_plan, quantization
+from rationalrewards.runtime import memory_plan, quantization
 from rationalrewards.backends.base import GenerationOptions
-from rationalrewards.compat import DependencyError
-from rationalrewards.loader import load_critic
-from rationalrewards.script import AnswerScript, Rule
+from rationalrewards.runtime.compat import DependencyError
+from rationalrewards.runtime.loader import load_critic
+from rationalrewards.critic.script import AnswerScript, Rule
 from tests.unit.rr_sample_answers import T2I_FULL, T2I_FULL_SCORES
 
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from rationalrewards.parser import parse_critique
-from rationalrewards.refine import merge, protected_parts, refine
+from rationalrewards.judging.parser import parse_critique
+from rationalrewards.judging.refine import merge, protected_parts, refine
 
 
 def critique_with(refined: str | None):

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rationalrewards import residency as core
+from rationalrewards.runtime import residency as core
 from rationalrewards.backends.base import GenerationOptions
-from rationalrewards.critic import Item
-from rationalrewards.rubric import Task
+from rationalrewards.critic.critic import Item
+from rationalrewards.judging.rubric import Task
 from tests.comfy_server import comfy_dir, missing_comfyui
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,7 +47,7 @@ def res(comfy_mm, pack):
 @pytest.fixture
 def critic(tiny_models_dir):
     """A fresh tiny critic per test (the residency registers its weights)."""
-    from rationalrewards.loader import load_critic
+    from rationalrewards.runtime.loader import load_critic
     return load_critic("tiny-qwen3vl", [tiny_models_dir], device="cpu")
 
 
@@ -270,7 +270,7 @@ def test_moves_whole_decision():
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="bitsandbytes (the [quant] extra)")
 @pytest.mark.parametrize("q", ["int8", "4bit"])
 def test_quantised_critic_is_evicted_and_reloaded_by_comfyui(res, comfy_mm, tiny_wide_dir, q, caplog):
-    from rationalrewards.loader import load_critic
+    from rationalrewards.runtime.loader import load_critic
     mm = comfy_mm
     critic = load_critic("tiny-wide", [tiny_wide_dir], device="cpu", quantization=q)
     before = critic.backend.generate([request(critic)], GREEDY)

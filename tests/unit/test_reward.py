@@ -1,4 +1,4 @@
-"""rationalrewards.reward: the RL reward, called the way flow_grpo, DiffusionNFT and Flow-Factory call it."""
+"""rationalrewards.toolkit.reward: the RL reward, called the way flow_grpo, DiffusionNFT and Flow-Factory call it."""
 from __future__ import annotations
 
 import importlib
@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from rationalrewards.backends.base import GenerationOptions
-from rationalrewards.reward import RationalReward, flow_grpo_edit_reward, flow_grpo_reward, to_pil_images
-from rationalrewards.script import AnswerScript, Rule
+from rationalrewards.toolkit.reward import RationalReward, flow_grpo_edit_reward, flow_grpo_reward, to_pil_images
+from rationalrewards.critic.script import AnswerScript, Rule
 from tests.fixtures.fake_openai import FakeOpenAI
 from tests.unit.toolkit_answers import pointwise_answer, tag_of
 
@@ -138,9 +138,9 @@ def test_reward_on_the_in_process_critic(qwen3_critic):
 def test_flow_factory_reward_model(peer, monkeypatch):
     # Flow-Factory is not on PyPI: a stand-in with its base classes' signatures (tests/fixtures/flow_factory_standin)
     monkeypatch.syspath_prepend(str(ROOT / "tests" / "fixtures" / "flow_factory_standin"))
-    for name in [m for m in sys.modules if m.startswith(("flow_factory", "rationalrewards.flow_factory"))]:
+    for name in [m for m in sys.modules if m.startswith(("flow_factory", "rationalrewards.toolkit.flow_factory"))]:
         monkeypatch.delitem(sys.modules, name)
-    module_path, cls_name = "rationalrewards.flow_factory.RationalRewardsT2I".rsplit(".", 1)
+    module_path, cls_name = "rationalrewards.toolkit.flow_factory.RationalRewardsT2I".rsplit(".", 1)
     cls = getattr(importlib.import_module(module_path), cls_name)     # how its registry resolves a class path
     config = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32,
                              extra_kwargs={"api_base_url": peer.url, "model": "critic", "max_tokens": 16})

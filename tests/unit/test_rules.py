@@ -1,4 +1,4 @@
-"""The scoring rules in their one place (rationalrewards.rules): the pairwise decision (published / strict),
+"""The scoring rules in their one place (rationalrewards.judging.rules): the pairwise decision (published / strict),
 the aspects a total sums, and the pointwise reward for an unreadable answer (nan / zero). Every expected
 number below is worked out by hand from the authors' rule (sum, missing or N/A = 2.5, equal = tie)."""
 from __future__ import annotations
@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from rationalrewards.critique import Winner
-from rationalrewards.parser import parse_critique, parse_pairwise
-from rationalrewards.rules import (DecisionRule, UnreadableReward, decide, decision_rule, pointwise_reward,
+from rationalrewards.judging.critique import Winner
+from rationalrewards.judging.parser import parse_critique, parse_pairwise
+from rationalrewards.judging.rules import (DecisionRule, UnreadableReward, decide, decision_rule, pointwise_reward,
                                    unreadable, unreadable_rule)
 from tests.unit.rr_sample_answers import EDIT_PAIR, T2I_FULL, T2I_PAIR, t2i_answer
 from tests.unit.test_critique import crit, pair

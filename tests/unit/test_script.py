@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from rationalrewards.rubric import Task
-from rationalrewards.script import AnswerScript, Rule
+from rationalrewards.judging.rubric import Task
+from rationalrewards.critic.script import AnswerScript, Rule
 
 
 def test_bare_string():

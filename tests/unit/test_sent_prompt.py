@@ -12,9 +12,9 @@ from PIL import Image
 
 from rationalrewards.backends.base import GenerationOptions
 from rationalrewards.backends.openai_server import OpenAIServerBackend
-from rationalrewards.critic import Critic, Item
-from rationalrewards.rubric import Task
-from rationalrewards.script import AnswerScript, Rule
+from rationalrewards.critic.critic import Critic, Item
+from rationalrewards.judging.rubric import Task
+from rationalrewards.critic.script import AnswerScript, Rule
 from tests.fixtures.fake_openai import FakeOpenAI
 from tests.sent import assert_prompt_sent, from_chat_body, record_model_inputs
 from tests.unit.rr_sample_answers import T2I_FULL

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rationalrewards.loop import DEFAULT_STOP_DIMENSIONS, parse_stop_dimensions, stop_dimension_names
-from rationalrewards.rubric import ALL_DIMENSIONS, dimension_named
+from rationalrewards.judging.loop import DEFAULT_STOP_DIMENSIONS, parse_stop_dimensions, stop_dimension_names
+from rationalrewards.judging.rubric import ALL_DIMENSIONS, dimension_named
 
 
 def test_the_default_is_written_with_on_screen_names_and_reads_back_as_the_published_rule():

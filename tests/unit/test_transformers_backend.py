@@ -8,9 +8,9 @@ from PIL import Image
 from rationalrewards.backends.base import GenerationInterrupted, GenerationOptions
 from rationalrewards.backends.transformers_backend import (SeededSampler, TransformersBackend, pick_device,
                                                            pick_dtype)
-from rationalrewards.critic import Critic, Item
-from rationalrewards.prompting import ChatRequest
-from rationalrewards.rubric import Task
+from rationalrewards.critic.critic import Critic, Item
+from rationalrewards.critic.prompting import ChatRequest
+from rationalrewards.judging.rubric import Task
 from tests.unit.rr_sample_answers import T2I_FULL
 
 GREEDY = GenerationOptions(max_new_tokens=24, temperature=0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from rationalrewards.rubric import Task, dimensions_for
+from rationalrewards.judging.rubric import Task, dimensions_for
 
 TAG = re.compile(r"item-(\d+)")
 

@@ -22,14 +22,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from .backends.base import GenerationOptions
-from .critic import Critic, CritiqueInputError, Item
-from .critique import Critique, ScoreStatus
+from ..backends.base import GenerationOptions
+from ..critic.critic import Critic, CritiqueInputError, Item
+from ..judging.critique import Critique, ScoreStatus
 from .dispatch import Dispatcher, server_critics
-from .images import ImageError
-from .parser import parse_critique
-from .rubric import SCORE_MAX, SCORE_MIN, Task, dimensions_for
-from .rules import pointwise_reward, unreadable, unreadable_rule
+from ..critic.images import ImageError
+from ..judging.parser import parse_critique
+from ..judging.rubric import SCORE_MAX, SCORE_MIN, Task, dimensions_for
+from ..judging.rules import pointwise_reward, unreadable, unreadable_rule
 
 # The authors' RL trainers: every dimension for T2I; editing leaves Image Faithfulness out.
 DEFAULT_WEIGHTS = {Task.T2I: "equal", Task.EDIT: "rl_edit"}

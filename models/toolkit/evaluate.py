@@ -24,15 +24,15 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from .backends.base import GenerationOptions
+from ..backends.base import GenerationOptions
 from .benchmarks import LABELS, PUBLISHED, Pair
-from .critic import CritiqueInputError, Item
-from .critique import PairwiseCritique, PairwiseDimension, Winner
+from ..critic.critic import CritiqueInputError, Item
+from ..judging.critique import PairwiseCritique, PairwiseDimension, Winner
 from .dispatch import Dispatcher
 from .manifest import ResumableJsonl
-from .parser import parse_critique, parse_pairwise
-from .rubric import Task, dimensions_for
-from .rules import decide
+from ..judging.parser import parse_critique, parse_pairwise
+from ..judging.rubric import Task, dimensions_for
+from ..judging.rules import decide
 from .tables import load_image
 
 MODES = ("pairwise", "pointwise")

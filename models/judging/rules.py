@@ -24,9 +24,10 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .rubric import PAIRWISE_NA_VALUE, SCORE_MAX, SCORE_MIN, Task, resolve_weights
+from .scores import ScoreStatus, Winner
 
 if TYPE_CHECKING:
-    from .critique import Critique, DimensionResult, PairwiseCritique, Winner
+    from .critique import Critique, DimensionResult, PairwiseCritique
 
 # The authors' ``--fallback-score``: what a missing (published rule) or N/A (both rules) score counts.
 FALLBACK_SCORE = PAIRWISE_NA_VALUE
@@ -101,7 +102,6 @@ class Decision:
 
 def _side_value(d: "DimensionResult | None", rule: DecisionRule) -> tuple[float | None, str | None]:
     """(value, why it was filled) of one candidate's score in one dimension; None = unreadable under strict."""
-    from .critique import ScoreStatus
     if d is not None and d.status is ScoreStatus.OK:
         return d.value, None
     if d is not None and d.status is ScoreStatus.NA:
@@ -113,7 +113,6 @@ def _side_value(d: "DimensionResult | None", rule: DecisionRule) -> tuple[float 
 
 def decide(pc: "PairwiseCritique", rule: DecisionRule | str | None = None, aspects: str = "all") -> Decision:
     """The winner of a comparison: sum each candidate's scores under ``rule``; higher wins, equal ties."""
-    from .critique import Winner
     rule = decision_rule(rule)
     if aspects not in ASPECTS:
         raise ValueError(f"unknown aspects {aspects!r}; choose one of {sorted(ASPECTS)}")
@@ -142,7 +141,6 @@ def decide(pc: "PairwiseCritique", rule: DecisionRule | str | None = None, aspec
 
 def unreadable(c: "Critique", weights: str | dict[str, float] | None = "equal") -> bool:
     """True when a dimension the weights count has no readable score."""
-    from .critique import ScoreStatus
     w = resolve_weights(weights)
     return any(w.get(key, 0.0) != 0.0 and d.status is ScoreStatus.MISSING for key, d in c.dimensions.items())
 
@@ -154,7 +152,6 @@ def pointwise_reward(c: "Critique", weights: str | dict[str, float] | None = "eq
     When every weighted dimension is N/A there is nothing to average: NaN, or 0.0 under ``zero`` (the
     authors' RL code gives 0.0 whenever it has no score to average).
     """
-    from .critique import ScoreStatus
     on_unreadable = unreadable_rule(on_unreadable)
     if unreadable(c, weights):
         return 0.0 if on_unreadable is UnreadableReward.ZERO else math.nan

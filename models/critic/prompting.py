@@ -32,7 +32,7 @@ from typing import Sequence, Union
 
 from PIL import Image
 
-from .rubric import Task
+from ..judging.rubric import Task
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 IMAGE_MARKER = "<image>"

@@ -2,7 +2,7 @@
 
 One module for the four cards (``rr_critiques``, ``rr_compare``, ``rr_rank``, ``rr_loop``), so a
 score reads the same everywhere: the names of non-numeric scores come from
-:func:`rationalrewards.critique.score_label` (sent as ``labels``), and the loop's prompt diff is
+:func:`rationalrewards.judging.critique.score_label` (sent as ``labels``), and the loop's prompt diff is
 computed here with :mod:`difflib`. The browser's card (``web/rr_card_dom.js``) only renders what
 these functions return. Plain JSON-able dicts; no ComfyUI import (thumbnails are the node's part).
 """
@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any, Sequence
 
-from .critic import Ranked
+from .ranking import Ranked
 from .critique import Critique, PairwiseCritique, ScoreStatus, score_label
 from .loop import History
 from .rubric import BY_KEY

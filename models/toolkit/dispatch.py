@@ -26,10 +26,10 @@ from typing import Callable, Iterable, Iterator, Sequence, Union
 
 from PIL import Image
 
-from .backends.base import GenerationInterrupted, GenerationOptions
-from .backends.openai_server import ApiKeyError, ModelNotServed, ServerError, ServerUnavailable
-from .critic import Critic, CritiqueInputError, Item
-from .images import ImageError
+from ..backends.base import GenerationInterrupted, GenerationOptions
+from ..backends.openai_server import ApiKeyError, ModelNotServed, ServerError, ServerUnavailable
+from ..critic.critic import Critic, CritiqueInputError, Item
+from ..critic.images import ImageError
 
 Job = Union[Item, Callable[[], Item]]
 
@@ -239,8 +239,8 @@ def server_critics(urls: str | Sequence[str], model: str = "", *, api_key_env: s
     """One :class:`Critic` per OpenAI-compatible base URL (e.g. several vLLM replicas of one model).
 
     With ``check`` each server is asked for its models first, so a wrong URL or model fails here."""
-    from .backends.openai_server import OpenAIServerBackend
-    from .loader import resolve_max_pixels
+    from ..backends.openai_server import OpenAIServerBackend
+    from ..runtime.loader import resolve_max_pixels
 
     urls = [urls] if isinstance(urls, str) else list(urls)
     if not urls:

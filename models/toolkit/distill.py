@@ -74,7 +74,7 @@ def distill(export_dir: str | Path, student: str, search_dirs: Sequence[str | Pa
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from .loader import load_critic
+    from ..runtime.loader import load_critic
 
     config = config or DistillConfig()
     out_dir = Path(out_dir)

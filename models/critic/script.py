@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError, field_validator
 
-from .rubric import Task
+from ..judging.rubric import Task
 
 # pointwise/pairwise: critiques; defects: the localisation follow-up; anchored/consistency/projection:
 # the three teacher calls of the PARROT data pipeline (parrot.py)

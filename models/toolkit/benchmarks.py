@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .rubric import Task
+from ..judging.rubric import Task
 from .tables import TABLE_SUFFIXES, TableError, is_empty_cell, iter_rows
 
 FORMATS = ("mmrb2", "genai-bench", "editreward-bench")

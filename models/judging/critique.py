@@ -8,39 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from .rubric import PAIRWISE_NA_VALUE, Task
-
-
-class ScoreStatus(str, Enum):
-    OK = "ok"            # a number was read
-    NA = "n/a"           # the model wrote N/A (allowed for this dimension)
-    MISSING = "missing"  # no readable score
-
-
-# What a score that is not a number is called, on every surface (critique text, card, Rank/Compare/loop
-# tables, CLI): the model wrote N/A, or nothing readable was found (``None``: the critique has no entry
-# at all for that candidate). The JSON ``status`` field keeps its machine keys (ok / n/a / missing).
-SCORE_STATE_LABELS: dict[ScoreStatus | None, str] = {
-    ScoreStatus.NA: "N/A", ScoreStatus.MISSING: "unreadable", None: "unreadable"}
-
-
-def score_label(value: float | None, status: ScoreStatus | None = ScoreStatus.OK, spec: str = ".2f") -> str:
-    """How a score reads wherever it is shown: the one function that names a score's state.
-
-    A readable number is formatted with ``spec``; otherwise ``N/A`` or ``unreadable``. An OK status
-    without a number (a NaN overall or total that could not be formed) reads ``unreadable``.
-    """
-    if status is ScoreStatus.OK and value is not None and not math.isnan(value):
-        return format(value, spec)
-    return SCORE_STATE_LABELS[ScoreStatus.MISSING if status is ScoreStatus.OK else status]
-
-
-def overall_label(value: float | None, spec: str = ".3f") -> str:
-    """An overall score or total (NaN or None when it could not be formed), as every surface shows it."""
-    return score_label(value, ScoreStatus.OK, spec)
+from .rules import DECISION_HELP, decide, pointwise_reward, unreadable_rule
+from .scores import SCORE_STATE_LABELS, ScoreStatus, Winner, overall_label, score_label  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -85,9 +57,8 @@ class Critique:
         """Normalised reward in [0, 1]: (weighted mean of non-N/A scores − 1) / 3.
 
         An answer with an unreadable weighted score gets NaN (or 0.0 with ``on_unreadable="zero"``):
-        we never average around a hole. The rule lives in :mod:`rationalrewards.rules`.
+        we never average around a hole. The rule lives in :mod:`rationalrewards.judging.rules`.
         """
-        from .rules import pointwise_reward
         return pointwise_reward(self, weights, on_unreadable)
 
     @property
@@ -96,7 +67,6 @@ class Critique:
 
     def to_dict(self, weights: str | dict[str, float] | None = "equal",
                 on_unreadable: str | None = None) -> dict[str, Any]:
-        from .rules import unreadable_rule
         rule = unreadable_rule(on_unreadable)
         overall = self.overall(weights, rule)
         return {"task": self.task.value,
@@ -126,14 +96,6 @@ class Critique:
             lines.append(f"Refined request: {self.refined_request}")
         lines += record_lines(self.record)
         return "\n".join(lines)
-
-
-class Winner(str, Enum):
-    A = "A"
-    B = "B"
-    TIE = "tie"
-    UNDECIDED = "undecided"   # scores missing: we do not guess
-    NA = "N/A"                # a dimension's "Winner: N/A" (nothing to judge, e.g. no text asked for)
 
 
 @dataclass
@@ -178,8 +140,7 @@ class PairwiseCritique:
     record: dict[str, Any] = field(default_factory=dict)   # template {name, hash, source}, image_size
 
     def decide(self, rule: str | None = None, aspects: str = "all"):
-        """The comparison's :class:`~rationalrewards.rules.Decision` under a decision rule (default published)."""
-        from .rules import decide
+        """The comparison's :class:`~rationalrewards.judging.rules.Decision` under a decision rule (default published)."""
         return decide(self, rule, aspects)
 
     def totals(self, rule: str | None = None) -> tuple[float, float]:
@@ -197,7 +158,6 @@ class PairwiseCritique:
         """Human-readable comparison (Compare's rationale): warnings, winner and totals under the decision
         rule (and the scores it filled in), then per dimension both scores, its winner and the justification,
         then the summary."""
-        from .rules import DECISION_HELP
         decision = self.decide(rule)
         lines = [f"WARNING: {w}" for w in self.warnings]
         lines.append(f"Winner: {decision.winner.value} (A {overall_label(decision.total_a)} vs B "

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from PIL import Image
 
-from .images import ImageError
+from ..critic.images import ImageError
 
 TABLE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 

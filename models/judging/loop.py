@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
-from .critic import rank
+from .ranking import rank
 from .critique import Critique, ScoreStatus, overall_label
 from .refine import refine
 from .rubric import ALL_DIMENSIONS, BY_KEY, dimension_named

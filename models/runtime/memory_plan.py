@@ -394,7 +394,7 @@ QWEN3_VL_8B = {   # the published config.json of Qwen/Qwen3-VL-8B-Instruct (size
 }
 
 
-if __name__ == "__main__":   # python -m rationalrewards.memory_plan [CONFIG_OR_FOLDER]
+if __name__ == "__main__":   # python -m rationalrewards.runtime.memory_plan [CONFIG_OR_FOLDER]
     import sys
     arg = sys.argv[1] if len(sys.argv) > 1 else ""
     s = (shape_from_folder(arg) if arg and Path(arg).is_dir() else

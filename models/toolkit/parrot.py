@@ -1,7 +1,7 @@
 """PARROT: Preference-Anchored Rationalization, the authors' recipe for critique training data.
 
 From preference pairs (prompt, image A, image B[, source], preferred) and a *teacher* (any
-:class:`~rationalrewards.critic.Critic`: an OpenAI-compatible server or an in-process model):
+:class:`~rationalrewards.critic.critic.Critic`: an OpenAI-compatible server or an in-process model):
 
 1. ``anchor``  -- the teacher writes the pairwise comparison *told* which image people preferred
    (``templates/parrot_anchored.txt`` appended to the pairwise prompt). An answer whose own
@@ -39,15 +39,15 @@ from typing import Callable, Iterable, Sequence
 
 from PIL import Image
 
-from .backends.base import GenerationOptions
-from .critic import Critic, Item
-from .critique import PairwiseCritique
-from .parser import parse_critique, parse_pairwise
+from ..backends.base import GenerationOptions
+from ..critic.critic import Critic, Item
+from ..judging.critique import PairwiseCritique
+from ..judging.parser import parse_critique, parse_pairwise
 from .preferences import PreferencePair
-from .prompting import IMAGE_MARKER, ChatRequest, load_template, render, template_name
-from .rubric import Task
+from ..critic.prompting import IMAGE_MARKER, ChatRequest, load_template, render, template_name
+from ..judging.rubric import Task
 from .manifest import ResumableJsonl
-from .script import AnswerScript
+from ..critic.script import AnswerScript
 
 TEACHER_PHASES = ("anchor", "filter", "project")
 PHASES = TEACHER_PHASES + ("export",)

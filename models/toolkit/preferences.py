@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import benchmarks
-from .rubric import Task
+from ..judging.rubric import Task
 from .tables import TableError, is_empty_cell, iter_rows, load_image
 
 _SIDE = {"A>B": "A", "B>A": "B", "A=B": "tie"}

@@ -18,12 +18,12 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image
 
-from .backends.base import GenerationOptions
-from .critic import Critic
-from .critique import Critique
-from .loader import is_hf_id
-from .loop import SEED_POLICIES, History, LoopState, Round, StopRule
-from .refine import MODES
+from ..backends.base import GenerationOptions
+from ..critic.critic import Critic
+from ..judging.critique import Critique
+from ..runtime.loader import is_hf_id
+from ..judging.loop import SEED_POLICIES, History, LoopState, Round, StopRule
+from ..judging.refine import MODES
 
 Generate = Callable[[str, int], Image.Image]     # (prompt, seed) -> image
 
@@ -48,7 +48,7 @@ def load_pipeline(name: str, search_dirs: Sequence[str | Path] = (), *, allow_do
     """
     from diffusers import AutoPipelineForImage2Image, DiffusionPipeline
 
-    from .backends.options import pick_device, pick_dtype
+    from ..backends.options import pick_device, pick_dtype
 
     dev = pick_device(device)
     kwargs: dict[str, Any] = {"dtype": pick_dtype(dtype, dev), "use_safetensors": True,

@@ -164,7 +164,7 @@ def pairwise_rank(critic, images: Sequence, prompt: str, options=None, *, source
     """Rank PIL ``images`` for ``prompt`` (an edit of ``source`` when given) by a merge tournament of
     pairwise critiques, each match decided by ``rules.decide`` under ``rule`` (the Compare node's rule).
     Returns the :class:`TournamentResult` and the parsed comparisons, one per match."""
-    from .critic import Item
+    from ..critic.critic import Item
     from .parser import parse_pairwise
     from .rubric import Task
     from .rules import decide, decision_rule

@@ -24,13 +24,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from .backends.base import GenerationOptions
-from .critic import Critic, CritiqueInputError, Item
-from .critique import Critique
+from ..backends.base import GenerationOptions
+from ..critic.critic import Critic, CritiqueInputError, Item
+from ..judging.critique import Critique
 from .dispatch import Dispatcher, Outcome
-from .parser import parse_critique
-from .prompting import template_name
-from .rubric import Task
+from ..judging.parser import parse_critique
+from ..critic.prompting import template_name
+from ..judging.rubric import Task
 from .tables import TableError, describe_cell, is_empty_cell, iter_rows, load_image
 
 IMAGE_COLUMNS = ("image", "image_path")

@@ -21,16 +21,16 @@ from typing import Sequence
 
 from PIL import Image
 
-from .backends.base import GenerationOptions
-from .critique import overall_label
-from .parser import parse_critique
-from .rubric import WEIGHT_PRESETS, Task
-from .rules import UNREADABLE_HELP, UnreadableReward
+from ..backends.base import GenerationOptions
+from ..judging.critique import overall_label
+from ..judging.parser import parse_critique
+from ..judging.rubric import WEIGHT_PRESETS, Task
+from ..judging.rules import UNREADABLE_HELP, UnreadableReward
 
 
 def _make_critics(args: argparse.Namespace) -> list:
     """The critic(s) the arguments ask for: one per ``--server`` URL, or one in-process checkpoint."""
-    from .script import AnswerScript
+    from ..critic.script import AnswerScript
 
     script = AnswerScript.from_json(Path(args.replay).read_text(encoding="utf-8")) if args.replay else None
     if args.server:
@@ -39,7 +39,7 @@ def _make_critics(args: argparse.Namespace) -> list:
                                  timeout_s=args.timeout, retries=args.retries, max_pixels=args.max_pixels,
                                  template_dir=args.template_dir)
     else:
-        from .loader import load_critic
+        from ..runtime.loader import load_critic
         name = str(Path(args.model_dir).resolve()) if args.model_dir else args.model
         if not name:
             raise SystemExit("rationalrewards: give --model NAME (with --models-dir), --model-dir DIR, or "
@@ -72,7 +72,7 @@ def _critique(args: argparse.Namespace) -> int:
         crits = critics[0].critique(images, args.prompt, _options(args), sources=sources)
         used = [critics[0]] * len(crits)
     else:
-        from .critic import Item
+        from ..critic.critic import Item
         items = [Item(task, "pointwise", args.prompt, (img,) if sources is None else (sources[i], img))
                  for i, img in enumerate(images)]
         with Dispatcher(critics, args.max_concurrency) as pool:
@@ -301,7 +301,7 @@ def _parrot_parser(sub) -> None:
 def _refine(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .loop import StopRule
+    from ..judging.loop import StopRule
     from .pipeline_loop import (Job, LoopSettings, is_done, job_folder, load_pipeline, pipeline_generator,
                                 read_prompts, run_loop, write_result)
 
@@ -351,8 +351,8 @@ def _refine(args: argparse.Namespace) -> int:
 
 
 def _refine_parser(sub) -> None:
-    from .loop import DEFAULT_STOP_DIMENSIONS, SEED_POLICIES
-    from .refine import MODES
+    from ..judging.loop import DEFAULT_STOP_DIMENSIONS, SEED_POLICIES
+    from ..judging.refine import MODES
 
     r = sub.add_parser("refine", help="Generate-Critique-Refine with a diffusers pipeline (text-to-image, or "
                                       "editing with --source): each round's image, the best image, a history JSON")

@@ -26,9 +26,9 @@ except ImportError as e:   # pragma: no cover - exercised by users without Flow-
     raise ImportError("rationalrewards.flow_factory needs Flow-Factory (the flow_factory package) installed in this "
                       "environment; the rest of rationalrewards works without it") from e
 
-from .backends.base import GenerationOptions
+from ..backends.base import GenerationOptions
 from .reward import RationalReward
-from .rubric import Task
+from ..judging.rubric import Task
 
 
 def _reward_from_config(config: Any, task: Task) -> RationalReward:

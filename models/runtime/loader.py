@@ -174,9 +174,9 @@ def load_critic(name: str, search_dirs: Sequence[str | Path], *, allow_download:
     ``adapter``: a local LoRA folder (PEFT) trained on this checkpoint, merged in at load time.
     ``quantization``: none / int8 / 4bit (bitsandbytes); a pre-quantised folder loads as it is.
     ``path``: the folder, when the caller already resolved it (e.g. to plan memory first)."""
-    from .backends.transformers_backend import TransformersBackend
-    from .critic import Critic
-    from .prompting import check_templates
+    from ..backends.transformers_backend import TransformersBackend
+    from ..critic.critic import Critic
+    from ..critic.prompting import check_templates
 
     if path is None:
         path = resolve_checkpoint(name, search_dirs, allow_download=allow_download, progress=progress)
