@@ -14,9 +14,9 @@ import warnings
 
 # old module (relative to the package) -> where it lives now
 MOVED: dict[str, str] = {
-    **{m: f"judging.{m}" for m in ("rubric", "critique", "rules", "parser", "refine", "loop", "tournament",
+    **{m: f"judging.{m}" for m in ("rubric", "critique", "rules", "parser", "refine", "loop",
                                     "cards", "saved")},
-    **{m: f"critic.{m}" for m in ("prompting", "images", "script", "progress")},
+    **{m: f"critic.{m}" for m in ("prompting", "images", "script", "progress", "tournament")},
     **{m: f"runtime.{m}" for m in ("loader", "quantization", "memory_plan", "residency", "compat")},
     **{m: f"toolkit.{m}" for m in ("cli", "dispatch", "manifest", "tables", "evaluate", "benchmarks", "parrot",
                                     "preferences", "distill", "reward", "flow_factory", "pipeline_loop")},

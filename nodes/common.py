@@ -19,11 +19,9 @@ from comfy_api.latest import io
 
 from ..models import Critique
 from ..models.backends.base import GenerationInterrupted, GenerationOptions
-from ..models.backends.openai_server import ServerError
-from ..models.critic.critic import Critic, CritiqueInputError
-from ..models.critic.images import ImageError, from_unit_floats
-from ..models.runtime.loader import CheckpointNotFound
-from ..models.critic.prompting import TemplateError
+from ..models.errors import RationalRewardsError
+from ..models.critic.critic import Critic
+from ..models.critic.images import from_unit_floats
 from ..models.judging.rubric import WEIGHT_PRESETS
 from ..models.judging.rules import DECISION_HELP, DEFAULT_DECISION, DecisionRule
 from . import residency
@@ -74,7 +72,7 @@ class CritiqueSet:
         return len(self.critiques)
 
 
-class NodeError(ValueError):
+class NodeError(RationalRewardsError, ValueError):
     """A problem the user can fix; the message starts with the node's name."""
 
 
@@ -101,7 +99,7 @@ def user_errors(node: str) -> Iterator[None]:
     except GenerationInterrupted:
         comfy.model_management.throw_exception_if_processing_interrupted()
         raise
-    except (CritiqueInputError, ImageError, CheckpointNotFound, ServerError, TemplateError) as e:
+    except RationalRewardsError as e:
         raise fail(node, str(e)) from None
 
 
@@ -239,14 +237,14 @@ _seen_shapes: "weakref.WeakKeyDictionary[object, set[int]]" = weakref.WeakKeyDic
 def _first_run_note(critic: Critic, items: int) -> str:
     """What the first critique of a session (or a new batch size) costs before any answer appears."""
     backend = critic.backend
-    mode = getattr(backend, "decoding_mode", None)
-    if mode is None:
+    mode = backend.decoding_mode()
+    if mode == "server":
         return ""
-    batch = max(1, min(items, int(getattr(backend, "batch_size", 1))))
+    batch = max(1, min(items, backend.batch_size))
     seen = _seen_shapes.setdefault(backend, set())
     first = batch not in seen
     seen.add(batch)
-    if first and mode() in ("compiled", "static"):
+    if first and mode in ("compiled", "static"):
         return (f"; compiling decoding for {batch} image(s) at once (first time this session: a minute or more; "
                 "'plain' decoding on the loader skips it)")
     if first and not seen - {batch}:
@@ -267,7 +265,7 @@ def generating(handle: residency.CriticHandle, options: GenerationOptions, items
     """
     pixels = sum(int(t.shape[-3]) * int(t.shape[-2]) for t in images if isinstance(t, torch.Tensor))
     critic = handle.critic
-    batch = max(1, int(getattr(critic.backend, "batch_size", 1)))
+    batch = max(1, critic.backend.batch_size)
     bar = AnswerBar(-(-items // batch), options.max_new_tokens, node)
     started = time.monotonic()
     if handle.residency is not None:

@@ -103,12 +103,7 @@ class CritiqueEdit(io.ComfyNode):
         handle = check_critic(critic, node)
         with user_errors(node):
             sources = to_pil_list(source, node, "source")
-            edits = to_pil_list(edited, node, "edited")
-            if len(sources) == 1:
-                sources = sources * len(edits)
-            elif len(sources) != len(edits):
-                raise fail(node, f"source has {len(sources)} images but edited has {len(edits)}; give one source "
-                                 "for all edits, or exactly one source per edited image")
+            edits = to_pil_list(edited, node, "edited")   # the core uses one source for all, or one each
             options = options_from(max_new_tokens, temperature, seed)
             with generating(handle, options, len(edits), source, edited, node=node) as hooks:
                 crits = handle.critic.critique(edits, instruction, options, sources=sources, **hooks)

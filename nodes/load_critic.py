@@ -10,10 +10,9 @@ import torch
 from comfy_api.latest import io
 
 from ..models.backends.options import DECODING, DTYPES, available_attention, pick_dtype, resolve_decoding
-from ..models.runtime.compat import DependencyError
-from ..models.runtime.loader import (AUTO_MAX_PIXELS, KNOWN_CRITICS, RR_TRAINED_MAX_PIXELS, list_local, load_critic,
-                             model_choices, plan_critic, resolve_checkpoint, resolve_max_pixels)
-from ..models.runtime.memory_plan import QUANTIZATIONS, MemoryPlanError, check, gib
+from ..models.runtime.checkpoints import AUTO_MAX_PIXELS, KNOWN_CRITICS, RR_TRAINED_MAX_PIXELS, list_local, model_choices
+from ..models.runtime.factory import CheckpointSpec, build_critic
+from ..models.runtime.memory_plan import QUANTIZATIONS
 from ..models.critic.script import AnswerScript
 from . import residency
 from .common import CATEGORY, CRITIC_TOOLTIP, CriticType, check_critic, fail, model_dirs, status, template_dirs, user_errors
@@ -134,35 +133,17 @@ class LoadCritic(io.ComfyNode):
                 status(NODE, f"downloading {name} from Hugging Face into models/rationalrewards/")
             bar.update_absolute(int(100 * done / max(total, 1)))
 
-        with user_errors(NODE):
-            path = resolve_checkpoint(name, model_dirs(), allow_download=allow_download, progress=progress)
-        try:
-            shape, plan = plan_critic(path, quantization=quantization, dtype=dtype, batch_size=batch_size,
-                                      max_pixels=resolve_max_pixels(max_pixels, name, path)[0], attention=attention)
-        except (KeyError, TypeError, ValueError, OSError) as e:   # an architecture the plan has no shape for
-            log.warning("RationalRewards: no memory plan for %s (%s: %s); loading without one", path.name,
-                        type(e).__name__, e)
-        else:   # fail before loading when the critique cannot fit (what fits is in the message)
-            budget = memory_budget(target)
-            log.info("RationalRewards memory plan (%s on %s): %s; %s available (free + evictable)%s", path.name,
-                     target, plan.describe(), gib(budget), "".join(f"; {n}" for n in plan.notes))
-            try:
-                check(shape, plan, budget, str(target), attention)
-            except MemoryPlanError as e:
-                raise fail(NODE, str(e)) from None
-        with user_errors(NODE):
-            try:
-                critic = load_critic(name, model_dirs(), path=path, dtype=dtype,
-                                     device=residency.offload_device(target).type,
-                                     attention=attention, max_pixels=max_pixels, batch_size=batch_size,
-                                     decoding=decoding, template_dirs=template_dirs(), quantization=quantization)
-            except DependencyError as e:
-                raise fail(NODE, str(e)) from None
-        log.info("RationalRewards critic %s loaded, quantization: %s", path.name, critic.backend.quantization)
+        spec = CheckpointSpec(name, tuple(model_dirs()), allow_download, dtype=dtype,
+                              device=residency.offload_device(target).type, attention=attention,
+                              batch_size=batch_size, decoding=decoding, quantization=quantization,
+                              max_pixels=max_pixels, template_dirs=tuple(template_dirs()))
+        with user_errors(NODE):   # not found, does not fit (the plan says what would), missing package, bad template
+            critic = build_critic(spec, progress=progress, budget=lambda: memory_budget(target), where=str(target))
+        log.info("RationalRewards critic %s loaded, quantization: %s", critic.name, critic.backend.quantization)
         handle = residency.CriticHandle(critic, residency.attach(critic.backend.model, target,
                                                                  keep_loaded=keep_loaded))
         bar.update_absolute(100)
-        mode = resolve_decoding(getattr(critic.backend, "decoding", decoding), target)
+        mode = resolve_decoding(critic.backend.decoding, target)   # on the device it will critique on
         status(NODE, f"loaded in {time.monotonic() - started:.1f} s; critiques run on {target.type}, decoding "
                      f"{mode}" + (" (the first critique compiles first: a minute or more)" if mode == "compiled"
                                   else ""))

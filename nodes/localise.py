@@ -16,15 +16,14 @@ import folder_paths
 from comfy_api.latest import io
 
 from ..models.backends.base import GenerationOptions
+from ..models.errors import RationalRewardsError
 from ..models.grounding.followup import ask_regions
 from ..models.grounding.localise import MASK_MODES, GroundingModels, LocaliseOptions, localise_image, preview
-from ..models.grounding.loader import (KNOWN_DETECTORS, KNOWN_SEGMENTERS, NO_SEGMENTER, GroundingLoadError,
-                                       GroundingModelNotFound, list_local, load_grounding)
+from ..models.grounding.loader import (KNOWN_DETECTORS, KNOWN_SEGMENTERS, NO_SEGMENTER, list_local, load_grounding)
 from ..models.grounding.masks import empty
 from ..models.grounding.phrases import PHRASE_SOURCES, PhraseResult, pick_phrases, split_phrases
 from ..models.grounding.segment import MULTIMASK
-from ..models.runtime.compat import DependencyError
-from ..models.runtime.loader import CheckpointNotFound, model_choices
+from ..models.runtime.checkpoints import model_choices
 from ..models.judging.rubric import Task
 from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, require_critiques,
                      to_pil_list, user_errors)
@@ -104,7 +103,7 @@ class LoadGrounding(io.ComfyNode):
                 tokenizer_dirs=grounding_dirs(DETECTOR_FOLDER) + [folder_paths.models_dir],
                 allow_download=allow_download,
                 progress=lambda done, total: bar.update_absolute(int(100 * done / max(total, 1))))
-        except (GroundingModelNotFound, GroundingLoadError, CheckpointNotFound, DependencyError) as e:
+        except RationalRewardsError as e:
             raise fail(node, str(e)) from None
         models.device = device
         return io.NodeOutput(models)

@@ -15,7 +15,7 @@ from comfy_execution.graph_utils import GraphBuilder, is_link
 
 from ..models.judging.cards import loop_card
 from ..models.judging.loop import SEED_POLICIES, LoopState, StopRule, parse_stop_dimensions, stop_dimension_names
-from ..models.judging.rubric import ALL_DIMENSIONS, BY_KEY
+from ..models.judging.rubric import ALL_DIMENSIONS
 from .common import CATEGORY, CritiqueSet, CritiqueType, fail, require_critiques, weights_input
 from .refine import keep_input, mode_input
 

@@ -6,11 +6,11 @@ import json
 import torch
 from comfy_api.latest import io, ui
 
-from ..models.judging.cards import rank_card, tournament_card, tournament_rows
-from ..models.judging.ranking import rank, rank_rows, rank_table
+from ..models.judging.cards import rank_card, tournament_card
+from ..models.judging.ranking import rank, rank_rows, rank_table, tournament_rows, tournament_table
 from ..models.judging.rubric import Task
 from ..models.judging.rules import DEFAULT_DECISION
-from ..models.judging.tournament import max_comparisons, pairwise_rank
+from ..models.critic.tournament import max_comparisons, pairwise_rank
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, check_decision, CriticType, CritiqueSet, CritiqueType,
                      decision_input, fail, generating, generation_inputs, options_from, to_pil_list, user_errors,
                      weights_input)
@@ -74,12 +74,7 @@ class Rank(io.ComfyNode):
                                  check_decision(decision, NODE), seed, both_orders, source)
         with user_errors(NODE):
             pils = to_pil_list(images, NODE, "images")
-            sources = None if source is None else to_pil_list(source, NODE, "source")
-            if sources is not None and len(sources) not in (1, len(pils)):
-                raise fail(NODE, f"source has {len(sources)} images but there are {len(pils)} candidates; give one "
-                                 "source for all, or exactly one per candidate")
-            if sources is not None and len(sources) == 1:
-                sources = sources * len(pils)
+            sources = None if source is None else to_pil_list(source, NODE, "source")   # one for all, or one each
             options = options_from(max_new_tokens, temperature, seed)
             with generating(handle, options, len(pils), images, source, node=NODE) as hooks:
                 crits = handle.critic.critique(pils, prompt, options, sources=sources, **hooks)
@@ -116,12 +111,10 @@ class Rank(io.ComfyNode):
         batch = images if images.ndim == 4 else images.unsqueeze(0)
         sorted_images = batch.index_select(0, order.to(batch.device))
         rows = tournament_rows(result)
-        lines = ["rank | index | Bradley-Terry | wins / comparisons"] + [
-            f"{r['rank']} | {r['index']} | {r['bt']:+.3f} | {r['wins']:g} / {r['played']}" for r in rows]
         table_json = json.dumps({"rows": rows, "comparisons": result.comparisons, "seed": seed,
                                  "both_orders": both_orders, "decision": decision})
         data = CritiqueSet([], [], weights, images=sorted_images,
                            extra={"tournament": result.to_dict()})
         preview = ui.PreviewImage(sorted_images, cls=cls).as_dict()
-        return io.NodeOutput(sorted_images, sorted_images[:1], result.order[0], "\n".join(lines), table_json,
+        return io.NodeOutput(sorted_images, sorted_images[:1], result.order[0], tournament_table(rows), table_json,
                              data, ui=preview | tournament_card(rows, prompt, result.comparisons))

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..models.backends.openai_server import OpenAIServerBackend, ServerError
-from ..models.critic.critic import Critic
-from ..models.runtime.loader import AUTO_MAX_PIXELS, RR_TRAINED_MAX_PIXELS, resolve_max_pixels
-from ..models.critic.prompting import check_templates
+from ..models.errors import RationalRewardsError
+from ..models.runtime.checkpoints import AUTO_MAX_PIXELS, RR_TRAINED_MAX_PIXELS
+from ..models.runtime.factory import ServerSpec, build_critic
 from .common import CATEGORY, CriticType, fail, template_dirs
 from .residency import CriticHandle
 
@@ -58,16 +57,14 @@ class ServerCritic(io.ComfyNode):
     @classmethod
     def execute(cls, base_url: str, model: str, api_key_env: str, max_concurrency: int, timeout_s: int,
                 retries: int, sleep_between_runs: bool, max_pixels: int) -> io.NodeOutput:
+        spec = ServerSpec(base_url, model, api_key_env=api_key_env, max_concurrency=max_concurrency,
+                          timeout_s=timeout_s, retries=retries, sleep_between_runs=sleep_between_runs,
+                          max_pixels=max_pixels, template_dirs=tuple(template_dirs()))
         try:
-            backend = OpenAIServerBackend(base_url, model, api_key_env=api_key_env, max_concurrency=max_concurrency,
-                                          timeout_s=timeout_s, retries=retries, sleep_between_runs=sleep_between_runs)
-            check_templates(template_dirs())   # a broken user template fails here, naming the file
-            name = backend.check()
+            critic = build_critic(spec)   # asks the server for its models; checks the user's templates
+            critic.name = f"{critic.name} @ {critic.backend.base_url}"
             if sleep_between_runs:
-                backend.sleep()   # until a critique needs it: the generator runs first
-        except (ServerError, ValueError) as e:   # TemplateError is a ValueError
+                critic.backend.sleep()   # until a critique needs it: the generator runs first
+        except (RationalRewardsError, ValueError) as e:   # ValueError: an option the backend refuses
             raise fail(NODE, str(e)) from None
-        pixels, why = resolve_max_pixels(max_pixels, name)
-        critic = Critic(backend=backend, max_pixels=pixels, max_pixels_source=why, name=f"{name} @ {backend.base_url}",
-                        template_dir=template_dirs())
         return io.NodeOutput(CriticHandle(critic))

@@ -48,7 +48,8 @@ import tenacity
 from PIL import Image
 
 from ..critic.prompting import ChatRequest
-from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn
+from .base import Backend, GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn
+from ..errors import RationalRewardsError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ POLL_S = 0.05
 OPTIONAL_FIELDS = ("top_k", "repetition_penalty")
 
 
-class ServerError(RuntimeError):
+class ServerError(RationalRewardsError, RuntimeError):
     """The critic server gave no usable answer; the message says what to fix."""
 
 
@@ -186,11 +187,12 @@ class _Transient(Exception):
         self.failure, self.resp = failure, resp
 
 
-class OpenAIServerBackend:
+class OpenAIServerBackend(Backend):
     """Chat completions over HTTP, several requests at a time. Holds configuration only (no key)."""
 
     name = "openai-server"
-    batch_size = 1   # one request = one generation, for progress bars (see module docstring)
+    concurrent = True   # one request per thread, up to max_concurrency
+    batch_size = 1      # one request = one generation, for progress bars (see module docstring)
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "", max_concurrency: int = 4,
                  timeout_s: float = 300.0, retries: int = 3, backoff_s: float = 1.0, backoff_max_s: float = 30.0,
@@ -208,6 +210,13 @@ class OpenAIServerBackend:
         self._sleep_lock = threading.Lock()
         self._active = 0
         self._refused: set[str] = set()   # optional sampling fields this server said it does not know
+
+    @property
+    def model_name(self) -> str:
+        return self.model
+
+    def decoding_mode(self) -> str:
+        return "server"
 
     def __repr__(self) -> str:
         return (f"OpenAIServerBackend({self.base_url!r}, model={self.model!r}, api_key_env={self.api_key_env!r}, "

@@ -32,7 +32,7 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, CompileCon
 from ..runtime.compat import DependencyError  # noqa: E402
 from ..critic.prompting import ChatRequest  # noqa: E402
 from ..runtime.quantization import found_quantization, quantization_config, require_method  # noqa: E402
-from .base import GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn  # noqa: E402,F401
+from .base import Backend, GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn  # noqa: E402,F401
 from .options import (ATTENTION, DECODING, DTYPES, available_attention, pick_device, pick_dtype,  # noqa: E402,F401
                       resolve_decoding)
 
@@ -152,7 +152,7 @@ class _Watch(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
-class TransformersBackend:
+class TransformersBackend(Backend):
     """Holds a processor and a model; the model's current device decides where generation runs."""
 
     name = "transformers"
@@ -173,6 +173,10 @@ class TransformersBackend:
         self.eos_ids = [int(e) for e in eos]     # Qwen3-VL stops at <|im_end|> and <|endoftext|>
         self.eos_id = self.eos_ids[0]            # what a forced answer ends with
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+
+    @property
+    def model_name(self) -> str:
+        return Path(self.source).name if self.source else type(self.model).__name__
 
     @property
     def tokenizer(self):

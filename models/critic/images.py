@@ -5,11 +5,12 @@ import math
 
 import numpy as np
 from PIL import Image
+from ..errors import RationalRewardsError
 
 MIN_SIDE = 16
 
 
-class ImageError(ValueError):
+class ImageError(RationalRewardsError, ValueError):
     """An input image the critic cannot read; the message says what to change."""
 
 

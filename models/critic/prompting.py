@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence, Union
@@ -33,6 +33,7 @@ from typing import Sequence, Union
 from PIL import Image
 
 from ..judging.rubric import Task
+from ..errors import RationalRewardsError
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 IMAGE_MARKER = "<image>"
@@ -46,7 +47,7 @@ _SECTION_RE = re.compile(r"^\[(system|user)\][ \t]*$", re.MULTILINE)
 TemplateDirs = Union[str, Path, Sequence[Union[str, Path]], None]
 
 
-class TemplateError(ValueError):
+class TemplateError(RationalRewardsError, ValueError):
     """A template file that breaks the format; the message names the file and the fix."""
 
 
@@ -178,6 +179,16 @@ def get_template(name: str, directories: TemplateDirs = None) -> Template:
     """Find, read and check template ``name``; user folders are read before the pack's own."""
     path = find_template_file(name, directories)
     return parse_template(_read(path), name, str(path))
+
+
+def get_addendum(name: str, directories: TemplateDirs = None) -> Template:
+    """An addendum template (text appended after a critique template, e.g. PARROT's): read like any template,
+    without the critique templates' checks (it has no ``{request}`` and no images)."""
+    path = find_template_file(name, directories)
+    text = _read(path)
+    builtin = path.parent.resolve() == TEMPLATE_DIR.resolve()
+    return replace(as_template(text), name=name, path=str(path), builtin=builtin,
+                   digest=hashlib.sha256(text.encode("utf-8")).hexdigest()[:12])
 
 
 def user_templates(directories: TemplateDirs) -> list[Path]:

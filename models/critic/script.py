@@ -14,7 +14,8 @@ from ..judging.rubric import Task
 
 # pointwise/pairwise: critiques; defects: the localisation follow-up; anchored/consistency/projection:
 # the three teacher calls of the PARROT data pipeline (parrot.py)
-MODES = ("pointwise", "pairwise", "defects", "anchored", "consistency", "projection")
+CRITIQUE_MODES = ("pointwise", "pairwise")
+MODES = CRITIQUE_MODES + ("defects", "anchored", "consistency", "projection")
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,10 @@ class Rule:
     mode: str | None = None
 
     def matches(self, task: Task, mode: str, request: str) -> bool:
-        return ((self.task is None or self.task == Task(task)) and (self.mode is None or self.mode == mode)
+        """A rule without a mode answers critiques only: the follow-up and PARROT's calls need their own
+        mode, so a critique rule never hijacks them."""
+        return ((self.task is None or self.task == Task(task))
+                and (self.mode == mode if self.mode is not None else mode in CRITIQUE_MODES)
                 and self.when_request_contains.lower() in request.lower())
 
 

@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Mapping
 
 import torch
+from ..errors import RationalRewardsError
 
 _PLACEHOLDERS = {"i": r"\d+", "j": r"\d+", "p": r"weight|bias", "rest": r".+"}
 SWIN = "model.backbone.conv_encoder.model"
@@ -288,7 +289,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]):
         max_text_len=256, decoder_bbox_embed_share=True, two_stage_bbox_embed_share=False)
 
 
-class ConversionError(ValueError):
+class ConversionError(RationalRewardsError, ValueError):
     """The file is not an original GroundingDINO checkpoint this mapping understands."""
 
 

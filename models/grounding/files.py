@@ -9,13 +9,14 @@ import argparse
 from pathlib import Path
 
 import torch
+from ..errors import RationalRewardsError
 
 
-class GroundingModelNotFound(FileNotFoundError):
+class GroundingModelNotFound(RationalRewardsError, FileNotFoundError):
     pass
 
 
-class GroundingLoadError(ValueError):
+class GroundingLoadError(RationalRewardsError, ValueError):
     """A file that is there but cannot be used; the message says why and what works instead."""
 
 

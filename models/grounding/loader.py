@@ -14,8 +14,8 @@ from typing import Callable, Sequence
 
 
 from ..runtime.compat import require_transformers
-from ..runtime.loader import list_local as _list_models
-from ..runtime.loader import resolve_model
+from ..runtime.checkpoints import list_local as _list_models
+from ..runtime.checkpoints import resolve_model
 from .detect import GroundingDetector
 from .files import GroundingLoadError, GroundingModelNotFound, read_tensors  # noqa: F401 (public here too)
 from .localise import GroundingModels
@@ -43,7 +43,7 @@ def list_local(search_dirs: Sequence[str | Path], kind: str) -> list[str]:
 
 def resolve(name: str, search_dirs: Sequence[str | Path], what: str, allow_download: bool = False,
             progress: DownloadProgress | None = None) -> Path:
-    """A local folder or file for ``name`` (see :func:`rationalrewards.runtime.loader.resolve_model`)."""
+    """A local folder or file for ``name`` (see :func:`rationalrewards.runtime.checkpoints.resolve_model`)."""
     return resolve_model(name, search_dirs, what=what, files=CHECKPOINT_FILES, allow_download=allow_download,
                          progress=progress, error=GroundingModelNotFound)
 

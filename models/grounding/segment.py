@@ -18,6 +18,7 @@ from PIL import Image
 
 from .detect import Box
 from .files import read_tensors
+from ..errors import RationalRewardsError
 
 MULTIMASK = ("single", "best", "largest", "smallest")
 
@@ -117,7 +118,7 @@ class HFSegmenter:
 
 # --- Meta's segment-anything checkpoints (sam_vit_h_4b8939.pth & co.) ---------------------------------
 
-class MetaSamError(ValueError):
+class MetaSamError(RationalRewardsError, ValueError):
     """A .pth that is not a plain SAM checkpoint (SAM-HQ, MobileSAM, SAM 2 ...)."""
 
 

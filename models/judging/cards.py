@@ -59,12 +59,6 @@ def rank_card(ranked: Sequence[Ranked], rows: list[dict], prompt: str, weights: 
                          "labels": card_labels()}]}
 
 
-def tournament_rows(result) -> list[dict]:
-    """Rank's rows in pairwise mode (best first): each image's bracket wins, comparisons and Bradley-Terry score."""
-    return [{"rank": pos + 1, "index": i, "overall": None, "bt": result.bt[i], "wins": result.wins[i],
-             "played": result.played[i]} for pos, i in enumerate(result.order)]
-
-
 def tournament_card(rows: list[dict], prompt: str, comparisons: int) -> dict:
     """``ui`` of Rank in pairwise mode: the rows of :func:`tournament_rows`; no pointwise critiques."""
     return {"rr_rank": [{"prompt": prompt, "rows": rows, "critiques": [], "mode": "pairwise",

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from .critique import (Critique, DimensionResult, PairwiseCritique, PairwiseDimension, ScoreStatus,
                        Winner)
 from .rubric import BY_KEY, SCORE_MAX, SCORE_MIN, Dimension, Task, dimensions_for
+from ..errors import RationalRewardsError
 
 
-class ParseError(ValueError):
+class ParseError(RationalRewardsError, ValueError):
     """The input cannot be parsed at all (not a string)."""
 
 

@@ -44,3 +44,16 @@ def rank_table(ranked: Sequence[Ranked], task: Task = Task.T2I) -> str:
             scores.append(score_label(r.critique.score(d.key), status, ".3f"))
         lines.append(f"{pos + 1} | {r.index} | {overall_label(r.overall)} | " + " | ".join(scores))
     return "\n".join(lines)
+
+
+def tournament_rows(result) -> list[dict]:
+    """Rank's rows in pairwise mode (best first), from a tournament result: each image's bracket wins,
+    comparisons and Bradley-Terry score (its ``table_json`` rows and card rows)."""
+    return [{"rank": pos + 1, "index": i, "overall": None, "bt": result.bt[i], "wins": result.wins[i],
+             "played": result.played[i]} for pos, i in enumerate(result.order)]
+
+
+def tournament_table(rows: Sequence[dict]) -> str:
+    """Rank's table as text in pairwise mode: one ``rank | index | Bradley-Terry | wins / comparisons`` line each."""
+    return "\n".join(["rank | index | Bradley-Terry | wins / comparisons"] + [
+        f"{r['rank']} | {r['index']} | {r['bt']:+.3f} | {r['wins']:g} / {r['played']}" for r in rows])

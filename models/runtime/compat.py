@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from importlib import metadata
+from ..errors import RationalRewardsError
 
 TRANSFORMERS_MIN = "4.57.1"   # 4.57.0 was yanked from PyPI. Keep in step with requirements.txt and pyproject.toml (a unit test checks)
 TRANSFORMERS_MAX = "6"        # exclusive
 
 
-class DependencyError(ImportError):
+class DependencyError(RationalRewardsError, ImportError):
     """A dependency is missing or outside the supported range; the message gives the pip command."""
 
 

@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
+from ..errors import RationalRewardsError
 
 GiB = 2 ** 30
 QUANTIZATIONS = ("none", "int8", "4bit")
@@ -29,7 +30,7 @@ DEFAULT_IMAGE_PIXELS = 1024 * 1024
 RUNTIME_RESERVE = GiB // 2   # allocator slack, cuBLAS workspaces, sampler tensors: what no formula sees
 
 
-class MemoryPlanError(ValueError):
+class MemoryPlanError(RationalRewardsError, ValueError):
     """A critique that cannot fit the memory available; the message names what would fit."""
 
 

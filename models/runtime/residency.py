@@ -222,6 +222,6 @@ def generation_bytes(backend, items: int, pixels_per_item: int, new_tokens: int,
                      max_pixels: int | None = None) -> int:
     """Headroom one call of ``backend`` needs for ``items`` images of ``pixels_per_item`` pixels:
     :func:`inference_bytes` at the batch the backend actually runs."""
-    batch = max(1, min(items, int(getattr(backend, "batch_size", 1))))
+    batch = max(1, min(items, backend.batch_size))
     return inference_bytes(backend.model, batch, prompt_tokens(backend.processor, pixels_per_item, max_pixels),
                            new_tokens)

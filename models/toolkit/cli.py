@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -33,22 +34,23 @@ def _make_critics(args: argparse.Namespace) -> list:
     from ..critic.script import AnswerScript
 
     script = AnswerScript.from_json(Path(args.replay).read_text(encoding="utf-8")) if args.replay else None
+    template_dirs = (args.template_dir,) if args.template_dir else ()
     if args.server:
-        from .dispatch import server_critics
-        critics = server_critics(args.server, args.model or "", api_key_env=args.api_key_env,
+        from ..runtime.factory import server_critics
+        critics = server_critics(args.server, model=args.model or "", api_key_env=args.api_key_env,
                                  timeout_s=args.timeout, retries=args.retries, max_pixels=args.max_pixels,
-                                 template_dir=args.template_dir)
+                                 template_dirs=template_dirs)
     else:
-        from ..runtime.loader import load_critic
+        from ..runtime.factory import CheckpointSpec, build_critic
         name = str(Path(args.model_dir).resolve()) if args.model_dir else args.model
         if not name:
             raise SystemExit("rationalrewards: give --model NAME (with --models-dir), --model-dir DIR, or "
                              "--server URL")
         dirs = args.models_dir or ([] if args.model_dir or Path(name).is_absolute() else [str(Path.cwd())])
-        critics = [load_critic(name, dirs, allow_download=args.allow_download, dtype=args.dtype,
-                               device=args.device, max_pixels=args.max_pixels, batch_size=args.batch_size,
-                               template_dirs=[args.template_dir] if args.template_dir else [],
-                               adapter=args.adapter)]
+        critics = [build_critic(CheckpointSpec(name, tuple(dirs), args.allow_download, dtype=args.dtype,
+                                               device=args.device, max_pixels=args.max_pixels,
+                                               batch_size=args.batch_size, template_dirs=template_dirs,
+                                               adapter=args.adapter))]
     return [c.with_script(script) for c in critics] if script else critics
 
 
@@ -61,32 +63,24 @@ def _critique(args: argparse.Namespace) -> int:
         return _critique_manifest(args)
     if not args.images or args.prompt is None:
         raise SystemExit("rationalrewards critique: give image files and --prompt, or --manifest FILE")
+    from ..critic.critic import Item
     from .dispatch import Dispatcher
-    from .manifest import critique_record, template_record
+    from .manifest import output_record
 
     critics = _make_critics(args)
     task = Task.EDIT if args.source else Task.T2I
-    images = [Image.open(p) for p in args.images]
-    sources = [Image.open(args.source)] * len(images) if args.source else None
-    if len(critics) == 1 and not args.server:
-        crits = critics[0].critique(images, args.prompt, _options(args), sources=sources)
-        used = [critics[0]] * len(crits)
-    else:
-        from ..critic.critic import Item
-        items = [Item(task, "pointwise", args.prompt, (img,) if sources is None else (sources[i], img))
-                 for i, img in enumerate(images)]
-        with Dispatcher(critics, args.max_concurrency) as pool:
-            outcomes = pool.map(items, _options(args))
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            raise SystemExit(f"rationalrewards critique: {args.images[failed[0].index]}: {failed[0].error_text}")
-        crits = [parse_critique(o.answer, task) for o in outcomes]
-        used = [o.critic for o in outcomes]
+    source = Image.open(args.source) if args.source else None
+    items = [Item(task, "pointwise", args.prompt, (img,) if source is None else (source, img))
+             for img in (Image.open(p) for p in args.images)]
+    with Dispatcher(critics, args.max_concurrency) as pool:   # one path for in-process and served critics
+        outcomes = pool.map(items, _options(args))
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise SystemExit(f"rationalrewards critique: {args.images[failed[0].index]}: {failed[0].error_text}")
     out = open(args.out, "a", encoding="utf-8") if args.out else sys.stdout
     try:
-        for path, crit, critic in zip(args.images, crits, used):
-            record = ({"image": str(path), "prompt": args.prompt, "source": args.source, "model": critic.name}
-                      | critique_record(crit, args.weights) | template_record(critic, task))
+        for path, outcome in zip(args.images, outcomes):
+            record = output_record(outcome, args.weights, image=str(path), prompt=args.prompt, source=args.source)
             out.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
     finally:
         if out is not sys.stdout:

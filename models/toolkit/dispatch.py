@@ -4,12 +4,15 @@ The headless tools (critique at scale, the RL reward, preference evaluation, tou
 the same thing: many :class:`~.critic.Item` s judged with a bounded number of requests in flight,
 a bad item reported without failing the rest, and a dead server stopping the run at once.
 
-* Server critics (a backend with ``complete``: :class:`~.backends.openai_server.OpenAIServerBackend`)
+* Critics whose backend is ``concurrent`` (a server: :class:`~.backends.openai_server.OpenAIServerBackend`)
   get one request per item from a shared thread pool of ``max_concurrency`` workers; each request goes
   to the critic with the fewest requests in flight, so several vLLM replicas share the load. Retries,
   timeouts and error messages are the backend's own.
-* In-process critics (the transformers backend) get batches of their ``batch_size`` under a lock:
+* Other critics (in-process models) get batches of their backend's ``batch_size`` under a lock:
   one model, one forward at a time, whichever thread asks.
+
+Every item goes through :meth:`Critic.prepare` (the critic's one way to a backend), so an outcome
+carries the prepared request and :meth:`Outcome.parsed` gives the same record on every path.
 
 Items may be given as callables that build the item (open the image files): they run in the
 workers, so decoding images overlaps with the model and a file that cannot be read is that item's
@@ -28,7 +31,8 @@ from PIL import Image
 
 from ..backends.base import GenerationInterrupted, GenerationOptions
 from ..backends.openai_server import ApiKeyError, ModelNotServed, ServerError, ServerUnavailable
-from ..critic.critic import Critic, CritiqueInputError, Item
+from ..critic.critic import Critic, CritiqueInputError, Item, Request
+from ..judging.critique import Critique, PairwiseCritique
 from ..critic.images import ImageError
 
 Job = Union[Item, Callable[[], Item]]
@@ -45,12 +49,21 @@ FATAL_ERRORS: tuple[type[BaseException], ...] = (ServerUnavailable, ApiKeyError,
 
 @dataclass
 class Outcome:
-    """The result for the item at ``index``: ``answer`` (raw critic text) or ``error``."""
+    """The result for the job at ``index``: ``answer`` (raw critic text) or ``error``; ``request`` is the
+    prepared request (None when the item could not be built or prepared)."""
     index: int
-    item: Item | None = None
+    request: Request | None = None
     answer: str | None = None
     error: BaseException | None = None
     critic: Critic | None = None
+
+    @property
+    def item(self) -> Item | None:
+        return self.request.item if self.request is not None else None
+
+    def parsed(self) -> Critique | PairwiseCritique:
+        """The answer read by the parser, with the request's record (template, image size)."""
+        return Critic.parse(self.request, self.answer or "")
 
     @property
     def ok(self) -> bool:
@@ -67,7 +80,8 @@ class Outcome:
 
 
 def is_server(critic: Critic) -> bool:
-    return callable(getattr(critic.backend, "complete", None))
+    """Requests to this critic complete independently (one per thread), as a server's do."""
+    return critic.backend.concurrent
 
 
 def error_is_fatal(error: BaseException) -> bool:
@@ -88,7 +102,7 @@ class Dispatcher:
         self.server_mode = servers[0]
         if not self.server_mode and len(critics) > 1:
             raise ValueError("several in-process critics would share one process; use one, or serve them")
-        default = sum(getattr(c.backend, "max_concurrency", 4) for c in critics) if self.server_mode else 1
+        default = sum(c.backend.max_concurrency for c in critics) if self.server_mode else 1
         self.max_concurrency = int(max_concurrency or default)
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -192,29 +206,25 @@ class Dispatcher:
             raise GenerationInterrupted("critique requests were cancelled")
         slot = self._acquire()
         critic = self.critics[slot]
-        item = None
+        request = None
         try:
-            item = job() if callable(job) else job
-            req = critic.build(item)
-            forced = critic.script.answer_for(item.task, item.mode, item.request) if critic.script else None
-            answer = critic.backend.complete(req, options, forced=forced, stopped=stopped)
-            return Outcome(index, item, answer, None, critic)
+            request = critic.prepare(job() if callable(job) else job)
+            answer = critic.backend.complete(request.chat, options, forced=request.forced, stopped=stopped)
+            return Outcome(index, request, answer, None, critic)
         except BaseException as e:   # noqa: BLE001 - sorted into item errors and fatal ones
             if error_is_fatal(e):
                 raise
-            return Outcome(index, item, None, e, critic)
+            return Outcome(index, request, None, e, critic)
         finally:
             self._release(slot)
 
     def _run_local(self, jobs: Iterable[Job], options: GenerationOptions) -> Iterator[Outcome]:
         critic = self.critics[0]
-        size = max(1, int(getattr(critic.backend, "batch_size", 1) or 1))
-        batch: list[tuple[int, Item]] = []
+        size = max(1, critic.backend.batch_size)
+        batch: list[tuple[int, Request]] = []
         for index, job in enumerate(jobs):
-            try:
-                item = job() if callable(job) else job
-                critic.build(item)   # validate now: a bad item never takes its batch down
-                batch.append((index, item))
+            try:   # prepared (and so validated) now: a bad item never takes its batch down
+                batch.append((index, critic.prepare(job() if callable(job) else job)))
             except BaseException as e:   # noqa: BLE001
                 if error_is_fatal(e):
                     raise
@@ -226,36 +236,11 @@ class Dispatcher:
         if batch:
             yield from self._local_batch(critic, batch, options)
 
-    def _local_batch(self, critic: Critic, batch: list[tuple[int, Item]],
+    def _local_batch(self, critic: Critic, batch: list[tuple[int, Request]],
                      options: GenerationOptions) -> list[Outcome]:
         with self._model_lock:
-            answers = critic.run([it for _, it in batch], options)
-        return [Outcome(i, it, a, None, critic) for (i, it), a in zip(batch, answers)]
+            answers = critic.answer([r for _, r in batch], options)
+        return [Outcome(i, r, a, None, critic) for (i, r), a in zip(batch, answers)]
 
 
-def server_critics(urls: str | Sequence[str], model: str = "", *, api_key_env: str = "",
-                   timeout_s: float = 300.0, retries: int = 3, max_pixels: int | None = None,
-                   template_dir: str | None = None, check: bool = True, **backend_kw) -> list[Critic]:
-    """One :class:`Critic` per OpenAI-compatible base URL (e.g. several vLLM replicas of one model).
-
-    With ``check`` each server is asked for its models first, so a wrong URL or model fails here."""
-    from ..backends.openai_server import OpenAIServerBackend
-    from ..runtime.loader import resolve_max_pixels
-
-    urls = [urls] if isinstance(urls, str) else list(urls)
-    if not urls:
-        raise ValueError("no server URL given")
-    critics = []
-    for url in urls:
-        backend = OpenAIServerBackend(url, model, api_key_env=api_key_env, timeout_s=timeout_s, retries=retries,
-                                      **backend_kw)
-        if check:
-            backend.check()
-        pixels, why = resolve_max_pixels(max_pixels, backend.model)   # -1: the served model's training size
-        critics.append(Critic(backend=backend, max_pixels=pixels, max_pixels_source=why, template_dir=template_dir,
-                              name=backend.model))
-    return critics
-
-
-__all__ = ["Dispatcher", "FATAL_ERRORS", "INPUT_ERRORS", "ITEM_ERRORS", "Job", "Outcome", "error_is_fatal", "is_server",
-           "server_critics"]
+__all__ = ["Dispatcher", "FATAL_ERRORS", "INPUT_ERRORS", "ITEM_ERRORS", "Job", "Outcome", "error_is_fatal", "is_server"]

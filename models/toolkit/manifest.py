@@ -25,11 +25,9 @@ from typing import Any, Callable, Iterable, Sequence
 from tqdm.auto import tqdm
 
 from ..backends.base import GenerationOptions
-from ..critic.critic import Critic, CritiqueInputError, Item
+from ..critic.critic import CritiqueInputError, Item
 from ..judging.critique import Critique
 from .dispatch import Dispatcher, Outcome
-from ..judging.parser import parse_critique
-from ..critic.prompting import template_name
 from ..judging.rubric import Task
 from .tables import TableError, describe_cell, is_empty_cell, iter_rows, load_image
 
@@ -93,17 +91,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 def shard_of(row_id: str, n: int) -> int:
     """Which of ``n`` shards a row id belongs to (stable across machines, Python runs and row order)."""
     return int.from_bytes(hashlib.sha1(row_id.encode("utf-8")).digest()[:8], "big") % n
-
-
-def template_record(critic: Critic, task: Task, mode: str = "pointwise") -> dict[str, str]:
-    """Which template judged it: name and a short hash of its text (a user-edited template shows)."""
-    tpl = critic.template(task, mode)
-    if hasattr(tpl, "info"):          # a parsed template that knows its name, hash and source
-        info = tpl.info()
-        return {"template": str(info["name"]), "template_hash": str(info["hash"]),
-                "template_source": str(info.get("source", ""))}
-    return {"template": template_name(task, mode),
-            "template_hash": hashlib.sha256(str(tpl).encode("utf-8")).hexdigest()[:10]}
 
 
 def critique_record(critique: Critique, weights: str | dict[str, float] | None = "equal") -> dict[str, Any]:
@@ -229,11 +216,14 @@ def critique_manifest(manifest: str | Path, out: str | Path, dispatcher: Dispatc
 
 
 def _record(row: ManifestRow, outcome: Outcome, weights) -> dict[str, Any]:
-    item, critic = outcome.item, outcome.critic
-    crit = parse_critique(outcome.answer or "", item.task)
-    record = {"id": row.id, "image": describe_cell(row.image), "prompt": row.prompt,
-              "source": describe_cell(row.source), "model": critic.name or getattr(critic.backend, "model", "")}
-    return record | critique_record(crit, weights) | template_record(critic, item.task, "pointwise")
+    return output_record(outcome, weights, id=row.id, image=describe_cell(row.image), prompt=row.prompt,
+                         source=describe_cell(row.source))
+
+
+def output_record(outcome: Outcome, weights, **where: Any) -> dict[str, Any]:
+    """One JSON line of ``rationalrewards critique`` (with or without a manifest, in-process or served):
+    where the item came from, the critic's name, and the parsed critique with its record."""
+    return {**where, "model": outcome.critic.name} | critique_record(outcome.parsed(), weights)
 
 
 def read_ids(paths: Iterable[str | Path]) -> list[str]:
@@ -245,5 +235,5 @@ def read_ids(paths: Iterable[str | Path]) -> list[str]:
     return ids
 
 
-__all__ = ["ManifestReport", "ManifestRow", "ResumableJsonl", "critique_manifest", "critique_record",
-           "parse_shard", "read_ids", "read_manifest", "shard_of", "template_record"]
+__all__ = ["ManifestReport", "ManifestRow", "ResumableJsonl", "critique_manifest", "critique_record", "output_record",
+           "parse_shard", "read_ids", "read_manifest", "shard_of"]

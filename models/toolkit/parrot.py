@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -47,7 +47,7 @@ from .preferences import PreferencePair
 from ..critic.prompting import IMAGE_MARKER, ChatRequest, load_template, render, template_name
 from ..judging.rubric import Task
 from .manifest import ResumableJsonl
-from ..critic.script import AnswerScript
+from ..errors import RationalRewardsError
 
 TEACHER_PHASES = ("anchor", "filter", "project")
 PHASES = TEACHER_PHASES + ("export",)
@@ -56,7 +56,6 @@ LINK_MODES = ("copy", "symlink", "hardlink")
 DATASET_NAME = "rationalrewards_parrot"
 FILES = {"anchor": "anchored.jsonl", "filter": "consistency.jsonl", "project": "projection.jsonl"}
 MODES = {"anchor": "anchored", "filter": "consistency", "project": "projection"}   # script rule modes
-ADDENDA = {"anchor": "parrot_anchored", "filter": "parrot_consistency", "project": "parrot_projection"}
 
 # Why a sample was dropped (the summary counts these strings).
 TIE_LABEL = "label is a tie (PARROT needs a preferred image)"
@@ -93,7 +92,7 @@ class ParrotConfig:
             raise ValueError("chunk must be at least 1")
 
 
-class TeacherNeeded(RuntimeError):
+class TeacherNeeded(RationalRewardsError, RuntimeError):
     """A phase needs new teacher answers but no teacher was configured."""
 
 
@@ -117,7 +116,7 @@ class Teacher:
     @property
     def name(self) -> str:
         c = self._critic
-        return (c.name or getattr(c.backend, "name", "")) if c is not None else ""
+        return c.name if c is not None else ""
 
     @property
     def template_dir(self) -> str | Path | None:
@@ -126,9 +125,7 @@ class Teacher:
 
     def ask(self, asks: Sequence["_Ask"]) -> list[str]:
         critic = self.critic
-        requests = [_request(critic, a) for a in asks]   # images are opened here, a chunk at a time
-        forced = [_scripted(critic.script, a) for a in asks]
-        return critic.backend.generate(requests, self.options, forced=forced)
+        return critic.answer([critic.prepare(a.item()) for a in asks], self.options)   # images open here, a chunk at a time
 
 
 @dataclass(frozen=True)
@@ -140,31 +137,13 @@ class _Ask:
     fields: dict
     script_request: str
 
-    @property
-    def mode(self) -> str:
-        return "pointwise" if len(self.sides) == 1 else "pairwise"
-
     def item(self) -> Item:
+        """The teacher call as an item: the critique template of its shape plus the phase's addendum
+        (``critic.critic.ADDENDA``), scripted by rules of the phase's mode matched on ``script_request``."""
         p = self.pair
         src = (_open(p.source),) if p.source is not None else ()
-        return Item(p.task, self.mode, p.prompt, src + tuple(_open(p.image(s)) for s in self.sides))
-
-
-def _scripted(script: AnswerScript | None, ask: _Ask) -> str | None:
-    """Only rules written for this phase's mode answer it: a critique rule never hijacks a PARROT call."""
-    if script is None:
-        return None
-    mode = MODES[ask.phase]
-    rules = tuple(r for r in script.rules if r.mode == mode)
-    return AnswerScript(rules).answer_for(ask.pair.task, mode, ask.script_request) if rules else None
-
-
-def _request(critic: Critic, ask: _Ask) -> ChatRequest:
-    """The critic's own prompt for the item, plus the phase's addendum (a template file) as a last text part."""
-    base = critic.build(ask.item())
-    addendum = render(load_template(ADDENDA[ask.phase], critic.template_dir), ask.pair.prompt.strip(), [],
-                      {k: str(v) for k, v in ask.fields.items()})
-    return replace(base, parts=base.parts + addendum.parts)
+        return Item(p.task, MODES[self.phase], p.prompt, src + tuple(_open(p.image(s)) for s in self.sides),
+                    tuple((k, str(v)) for k, v in self.fields.items()), self.script_request)
 
 
 # -- the per-phase answer files ------------------------------------------------------------------------

@@ -21,14 +21,15 @@ from PIL import Image
 from ..backends.base import GenerationOptions
 from ..critic.critic import Critic
 from ..judging.critique import Critique
-from ..runtime.loader import is_hf_id
+from ..runtime.checkpoints import is_hf_id
 from ..judging.loop import SEED_POLICIES, History, LoopState, Round, StopRule
 from ..judging.refine import MODES
+from ..errors import RationalRewardsError
 
 Generate = Callable[[str, int], Image.Image]     # (prompt, seed) -> image
 
 
-class PipelineNotFound(FileNotFoundError):
+class PipelineNotFound(RationalRewardsError, FileNotFoundError):
     pass
 
 

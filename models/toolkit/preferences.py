@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from . import benchmarks
 from ..judging.rubric import Task
 from .tables import TableError, is_empty_cell, iter_rows, load_image
+from ..errors import RationalRewardsError
 
 _SIDE = {"A>B": "A", "B>A": "B", "A=B": "tie"}
 _ALIASES = {"prompt": ("prompt", "instruction", "instruct_prompt", "prompt_text"),
@@ -31,7 +32,7 @@ _ALIASES = {"prompt": ("prompt", "instruction", "instruct_prompt", "prompt_text"
             "id": ("id", "pair_id")}
 
 
-class ManifestError(ValueError):
+class ManifestError(RationalRewardsError, ValueError):
     """A manifest row the pipeline cannot use; the message names the row and the fix."""
 
 

@@ -25,7 +25,8 @@ from PIL import Image
 from ..backends.base import GenerationOptions
 from ..critic.critic import Critic, CritiqueInputError, Item
 from ..judging.critique import Critique, ScoreStatus
-from .dispatch import Dispatcher, server_critics
+from ..runtime.factory import server_critics
+from .dispatch import Dispatcher
 from ..critic.images import ImageError
 from ..judging.parser import parse_critique
 from ..judging.rubric import SCORE_MAX, SCORE_MIN, Task, dimensions_for
@@ -115,8 +116,8 @@ class RationalReward:
         self.weights = DEFAULT_WEIGHTS[self.task] if weights is None else weights
         self.rule = unreadable_rule(on_unreadable)
         critics = critic if critic is not None else server_critics(
-            servers, model, api_key_env=api_key_env, timeout_s=timeout_s, retries=retries, max_pixels=max_pixels,
-            check=check)
+            servers, model=model, api_key_env=api_key_env, timeout_s=timeout_s, retries=retries,
+            max_pixels=max_pixels, check=check)
         self.dispatcher = Dispatcher(critics, max_concurrency)
         # the authors' scoring setting: temperature 0.1, 2048 new tokens
         self.options = options or GenerationOptions(max_new_tokens=2048, temperature=0.1)
@@ -159,7 +160,7 @@ class RationalReward:
         states = {k: [] for k in self.dimensions}
         no_answer = parse_critique("", self.task)   # a failed request is worth what the rule gives no score
         for o in outcomes:
-            crit = parse_critique(o.answer, self.task) if o.ok else None
+            crit = o.parsed() if o.ok else None
             crits.append(crit)
             errors.append(None if o.ok else o.error_text)
             judged = crit if crit is not None else no_answer

@@ -16,11 +16,12 @@ from typing import Any, Iterator
 from PIL import Image
 
 from ..critic.images import ImageError
+from ..errors import RationalRewardsError
 
 TABLE_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet")
 
 
-class TableError(ValueError):
+class TableError(RationalRewardsError, ValueError):
     """A file that cannot be read as rows; the message names the file and what to change."""
 
 

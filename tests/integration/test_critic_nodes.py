@@ -215,7 +215,7 @@ def test_bad_inputs_are_clear_execution_errors_and_the_server_stays_up(comfy_ser
         src = g.node("EmptyImage", width=64, height=64, batch_size=2, color=seed % 0xFFFFFF)
         edits = g.node("EmptyImage", width=64, height=64, batch_size=3, color=(seed + 1) % 0xFFFFFF)
         g.node("RR_CritiqueEdit", critic=critic, source=src, edited=edits, instruction="x", weights="equal", **common)
-        expect = ["RR Critique Edit", "source has 2 images but edited has 3"]
+        expect = ["RR Critique Edit", "2 source images for 3 images; give one, or one per image"]
     elif case == "compare_batch":
         two = g.node("EmptyImage", width=64, height=64, batch_size=2, color=seed % 0xFFFFFF)
         g.node("RR_Compare", critic=critic, image_a=two, image_b=img, prompt="a cat", **common)

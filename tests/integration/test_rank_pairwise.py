@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rationalrewards.judging.tournament import max_comparisons, merge_tournament
+from rationalrewards.critic.tournament import max_comparisons, merge_tournament
 from tests.comfy_server import Graph, execution_error, outputs
 from tests.twins import pairwise_answer
 

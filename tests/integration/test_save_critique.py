@@ -57,7 +57,7 @@ def test_critiques_from_a_keyed_server_are_saved_in_the_png_and_beside_it_withou
         assert json.loads(png.text["workflow"]) == workflow
         record = json.loads(png.text["rationalrewards"])
         assert record == {k: v for k, v in beside.items() if k != "image"}         # one record, two places
-        assert record["format"].startswith("rationalrewards.judging.critique/")
+        assert record["format"].startswith("rationalrewards.critique/")
         assert beside["image"] == os.path.basename(png.filename)
         assert record["request"].endswith(str(seed))
         assert {d["key"]: d["score"] for d in record["dimensions"]} == T2I_FULL_SCORES

@@ -12,6 +12,7 @@ import uuid
 import pytest
 from PIL import Image
 
+from rationalrewards.backends.openai_server import OpenAIServerBackend
 from tests.comfy_server import Graph, execution_error, images, outputs
 from tests.fixtures.fake_openai import FakeOpenAI, Reply
 from tests.unit.rr_sample_answers import T2I_FULL, T2I_FULL_SCORES
@@ -172,4 +173,4 @@ def test_the_chat_body_the_server_receives_is_the_rendered_template(comfy_server
     edited = Image.new("RGB", (64, 48), rgb(color))
     item = (Item(Task.T2I, "pointwise", prompt, (edited,)) if node == "RR_CritiqueImage" else
             Item(Task.EDIT, "pointwise", prompt, (Image.new("RGB", (48, 64), rgb(source_color)), edited)))
-    assert_prompt_sent(from_chat_body(request.body), Critic(backend=None).build(item), prompt)
+    assert_prompt_sent(from_chat_body(request.body), Critic(backend=OpenAIServerBackend("http://127.0.0.1:9", "critic")).build(item), prompt)

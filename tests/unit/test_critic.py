@@ -193,12 +193,21 @@ def test_empty_prompt(tiny_critic, spy, prompt):
 
 
 def test_mismatched_counts(tiny_critic, spy):
-    with pytest.raises(CritiqueInputError, match="1 source images for 2 edited images"):
-        tiny_critic.critique([red(), blue()], "x", FREE, sources=[red()])
+    with pytest.raises(CritiqueInputError, match="2 source images for 3 images; give one, or one per image"):
+        tiny_critic.critique([red(), blue(), red()], "x", FREE, sources=[red(), blue()])
     with pytest.raises(CritiqueInputError, match="3 prompts for 2 images"):
         tiny_critic.critique([red(), blue()], ["a", "b", "c"], FREE)
     assert spy.calls == 0
-    assert CritiqueInputError.__mro__[1] is ValueError
+    from rationalrewards.errors import RationalRewardsError
+    assert issubclass(CritiqueInputError, ValueError) and issubclass(CritiqueInputError, RationalRewardsError)
+
+
+def test_one_source_is_used_for_every_edited_image(tiny_critic):
+    """Edit-source broadcasting lives in the core (as prompt broadcasting does): one source, N edits."""
+    critic = scripted(tiny_critic, Rule(EDIT_FULL, when_request_contains="night", task=Task.EDIT))
+    src = red()
+    out = critic.critique([red(), blue()], "make it night", SCRIPTED, sources=[src])
+    assert [c.raw for c in out] == [EDIT_FULL, EDIT_FULL] and all(c.task is Task.EDIT for c in out)
 
 
 def test_one_prompt_in_a_list_is_broadcast(tiny_critic):

@@ -90,7 +90,7 @@ def test_hub_ids_are_fetched_into_the_first_folder_only_when_allowed(monkeypatch
         __import__("shutil").copytree(models_root / T.SAM_FOLDER / T.SAM_NAME, target)
         return target
 
-    from rationalrewards.runtime import loader as core_loader    # grounding models resolve through the core's loader
+    from rationalrewards.runtime import checkpoints as core_loader    # grounding models resolve through the core's loader
     monkeypatch.setattr(core_loader, "download", fake_download)
     first, second = tmp_path / "a", tmp_path / "b"
     with pytest.raises(L.GroundingModelNotFound):

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from rationalrewards.backends.base import GenerationOptions
-from rationalrewards.grounding.followup import TEMPLATES, ask_regions, render_followup, scripted_answer
+from rationalrewards.backends.openai_server import OpenAIServerBackend
+from rationalrewards.critic.critic import FOLLOWUP_TEMPLATES, Critic
+from rationalrewards.grounding.followup import ask_regions, followup_item
 from rationalrewards.grounding.phrases import (clean_phrase, critique_digest, dimension_key, parse_region_answer,
                                                phrases_from_critique, rank_phrases, severity_from_score,
                                                split_phrases, worst_score, DefectPhrase)
@@ -180,31 +182,37 @@ def test_no_phrases_when_scores_are_high_or_unreadable():
 
 def test_templates_have_the_fields_and_one_image_per_judged_image():
     for task, images in ((Task.T2I, 1), (Task.EDIT, 2)):
-        text = load_template(TEMPLATES[task])
+        text = load_template(FOLLOWUP_TEMPLATES["defects"][task])
         assert text.count("<image>") == images
         for field in ("{request}", "{critique}", "{max_regions}", "REGION: none"):
             assert field in text
 
 
+def _critic(script: AnswerScript | None = None) -> Critic:
+    return Critic(backend=OpenAIServerBackend("http://127.0.0.1:9", "critic"), script=script)   # renders only
+
+
 def test_render_fills_fields_once_and_never_rescans_quoted_text():
     crit = physical('The sign says "{request}" and shows <image> twice.')
-    chat = render_followup(load_template("defect_phrases"), "a cat {critique}", crit, [Image.new("RGB", (32, 32))], 3)
+    chat = _critic().prepare(followup_item(crit, "a cat {critique}", Image.new("RGB", (32, 32)), max_regions=3)).chat
     assert len(chat.images) == 1
     assert "User request: a cat {critique}" in chat.text                  # the request is not re-expanded
     assert 'The sign says "{request}"' in chat.text and "[image]" in chat.text
     assert "at most 3 regions" in chat.text
     assert "Physical and Visual Quality (score 2)" in critique_digest(crit)
-    with pytest.raises(ValueError, match="image markers"):
-        render_followup(load_template("defect_phrases"), "x", crit, [], 3)
+    item = followup_item(crit, "x", Image.new("RGB", (32, 32)))
+    with pytest.raises(ValueError, match="takes 1 image"):
+        _critic().prepare(type(item)(item.task, item.mode, item.request, (), item.fields))
 
 
 def test_scripted_follow_up_needs_a_defects_rule():
     script = AnswerScript.from_json('[{"answer": "CRITIQUE", "when_request_contains": "cat"},'
                                     ' {"answer": "REGION: paw", "mode": "defects"}]')
-    assert scripted_answer(script, Task.T2I, "a red cat") == "REGION: paw"
+    item = followup_item(physical("a bent paw"), "a red cat", Image.new("RGB", (32, 32)))
+    assert _critic(script).prepare(item).forced == "REGION: paw"
     only_critique = AnswerScript.from_json('[{"answer": "CRITIQUE"}]')
-    assert scripted_answer(only_critique, Task.T2I, "a red cat") is None   # a critique rule never answers it
-    assert scripted_answer(None, Task.T2I, "x") is None
+    assert _critic(only_critique).prepare(item).forced is None   # a critique rule never answers it
+    assert _critic().prepare(item).forced is None
 
 
 def test_follow_up_through_the_tiny_critics_decoding(qwen3_critic):

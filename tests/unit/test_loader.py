@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import huggingface_hub
-from rationalrewards.runtime import loader
+from rationalrewards.runtime import checkpoints as loader
 from rationalrewards.runtime.loader import (DOWNLOAD_PATTERNS, CheckpointNotFound, is_checkpoint_dir, is_hf_id,
                                     list_local, load_critic, local_folder_name, resolve_checkpoint)
 

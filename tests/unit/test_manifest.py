@@ -17,7 +17,8 @@ from PIL import Image
 
 from rationalrewards.backends.base import GenerationOptions
 from rationalrewards.toolkit.cli import main
-from rationalrewards.toolkit.dispatch import Dispatcher, server_critics
+from rationalrewards.runtime.factory import server_critics
+from rationalrewards.toolkit.dispatch import Dispatcher
 from rationalrewards.toolkit.manifest import (ResumableJsonl, critique_manifest, parse_shard, read_ids, read_manifest,
                                       shard_of)
 from rationalrewards.critic.script import AnswerScript, Rule
@@ -64,7 +65,7 @@ def peer():
 
 
 def pool(*peers, **kw) -> Dispatcher:
-    return Dispatcher(server_critics([p.url for p in peers], "critic", retries=0, timeout_s=10), **kw)
+    return Dispatcher(server_critics([p.url for p in peers], model="critic", retries=0, timeout_s=10), **kw)
 
 
 # -- reading ---------------------------------------------------------------------------------------------

@@ -126,7 +126,8 @@ def test_unknown_template_raises(tmp_path):
 def test_override_through_critic(tmp_path):
     from rationalrewards.critic.critic import Critic, Item
     (tmp_path / "t2i_pointwise.txt").write_text("MINE {request}\n<image>", encoding="utf-8")
-    critic = Critic(backend=None, template_dir=tmp_path)
+    from rationalrewards.backends.openai_server import OpenAIServerBackend
+    critic = Critic(backend=OpenAIServerBackend("http://127.0.0.1:9", "critic"), template_dir=tmp_path)
     req = critic.build(Item(Task.T2I, "pointwise", "a cat", (img(),)))
     assert req.text == "MINE a cat\n"
     assert len(req.images) == 1

@@ -1,42 +1,33 @@
-"""The README's "Layout" section matches the tree: every file it names exists, and every module of the
-core and the nodes is named (so a newcomer opens the right critique.py / loop.py / loader.py)."""
+"""The README's Architecture section and docs/architecture.md name the core's folders as they are: every
+concern folder of ``models/`` is named in both, and every ``models/...`` path they name exists."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+CORE_FOLDERS = sorted(p.name for p in (ROOT / "models").iterdir() if p.is_dir() and not p.name.startswith("__"))
 
 
-def layout_rows() -> list[str]:
+def architecture_section() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
-    return [line for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    return text.split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
 
 
-def named_paths() -> set[str]:
-    """Backticked paths; a bare file name after a path in the same cell lives in that path's folder."""
-    paths: set[str] = set()
-    for row in layout_rows():
-        for cell in row.split("|")[2:]:
-            folder = ""
-            for name in re.findall(r"`([^`]+)`", cell):
-                if "/" in name:
-                    folder = name.rsplit("/", 1)[0]
-                    paths.add(name)
-                elif re.fullmatch(r"[\w.*-]+\.(py|js|css|sh|txt|json)", name):
-                    paths.add(f"{folder}/{name}" if folder else name)
-    return paths
+def test_the_readme_and_the_architecture_page_name_every_core_folder():
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    for folder in CORE_FOLDERS:
+        assert f"`{folder}/`" in architecture_section(), f"README Architecture does not name {folder}/"
+        assert re.search(rf"^\s+{folder}/\s", doc, re.M), f"docs/architecture.md does not describe {folder}/"
+    assert "docs/architecture.md" in architecture_section()
 
 
-def test_every_named_file_exists():
-    missing = [p for p in sorted(named_paths()) if not (list(ROOT.glob(p)) if "*" in p else (ROOT / p).exists())]
-    assert not missing, f"README Layout names files that are not in the tree: {missing}"
-
-
-def test_every_core_and_node_module_is_named():
-    named = named_paths()
-    modules = [str(p.relative_to(ROOT)) for folder in ("models", "nodes") for p in (ROOT / folder).rglob("*.py")
-               if p.name != "__init__.py" or folder == "nodes" and p.parent.name == "nodes"]
-    unnamed = [m for m in sorted(modules) if m not in named]
-    assert not unnamed, f"README Layout does not say what these files own: {unnamed}"
+def test_every_core_path_the_architecture_page_names_exists():
+    doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:models|nodes|tests|web)/[\w/.]+)`", doc))
+    named |= {f"models/{folder}/{f}" for folder in CORE_FOLDERS
+              for f in re.findall(rf"`{folder}/([\w.]+\.py)`", doc)}
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert named and not missing, missing
+    for name in ("Critic.prepare", "Backend", "build_critic" if "build_critic" in doc else "factory.py"):
+        assert name in doc

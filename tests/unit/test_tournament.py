@@ -8,7 +8,7 @@ from PIL import Image
 
 from rationalrewards.backends.base import GenerationOptions
 from rationalrewards.critic.critic import Critic
-from rationalrewards.judging.tournament import (Match, bradley_terry, max_comparisons, merge_tournament, pairwise_rank)
+from rationalrewards.critic.tournament import (Match, bradley_terry, max_comparisons, merge_tournament, pairwise_rank)
 from tests.fixtures.fake_openai import FakeOpenAI
 from tests.unit.toolkit_answers import pairwise_answer
 

@@ -22,6 +22,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from ..judging.rubric import Task
+from ..judging.rules import decide, decision_rule
+from .critic import Item
+
 # compare(pairs) -> for each (i, j): 1.0 = i better, 0.0 = j better, 0.5 = tie, None = undecided
 CompareFn = Callable[[list[tuple[int, int]]], list[float | None]]
 
@@ -164,11 +168,6 @@ def pairwise_rank(critic, images: Sequence, prompt: str, options=None, *, source
     """Rank PIL ``images`` for ``prompt`` (an edit of ``source`` when given) by a merge tournament of
     pairwise critiques, each match decided by ``rules.decide`` under ``rule`` (the Compare node's rule).
     Returns the :class:`TournamentResult` and the parsed comparisons, one per match."""
-    from ..critic.critic import Item
-    from .parser import parse_pairwise
-    from .rubric import Task
-    from .rules import decide, decision_rule
-
     rule = decision_rule(rule)
 
     task = Task.EDIT if source is not None else Task.T2I
@@ -177,9 +176,8 @@ def pairwise_rank(critic, images: Sequence, prompt: str, options=None, *, source
     def compare(pairs: list[tuple[int, int]]) -> list[float | None]:
         items = [Item(task, "pairwise", prompt, (images[i], images[j]) if source is None
                       else (source, images[i], images[j])) for i, j in pairs]
-        parsed = [parse_pairwise(a, task) for a in critic.run(items, options, progress=progress,
-                                                             should_stop=should_stop,
-                                                             answer_progress=answer_progress)]
+        parsed = critic.judge(items, options, progress=progress, should_stop=should_stop,
+                              answer_progress=answer_progress)
         critiques.extend(parsed)
         return [WINNER_SCORE.get(decide(pc, rule).winner.value) for pc in parsed]   # undecided -> None
 
