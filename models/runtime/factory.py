@@ -87,13 +87,13 @@ def resolve(spec: CheckpointSpec, progress: DownloadProgress | None = None) -> C
     return replace(spec, path=str(path))
 
 
-def plan(spec: CheckpointSpec):
-    """(shape, memory plan) of one critique with ``spec`` (resolved), or None for an architecture the
-    plan has no shape for (the critic then loads without one; the log says so)."""
+def plan(spec: CheckpointSpec, pixels: int | None):
+    """(shape, memory plan) of one critique with ``spec`` (resolved) at images of up to ``pixels`` (the
+    resolved ``max_pixels``), or None for an architecture the plan has no shape for (the critic then loads
+    without one; the log says so)."""
     path = Path(spec.path)
     try:
         shape = memory_plan.shape_from_folder(path)
-        pixels = resolve_max_pixels(spec.max_pixels, spec.name, path)[0]
         dtype = spec.dtype if spec.dtype != "auto" else "bf16"
         return shape, memory_plan.plan(shape, quantization=spec.quantization, dtype=dtype, batch=spec.batch_size,
                                        image_pixels=pixels or memory_plan.DEFAULT_IMAGE_PIXELS,
@@ -104,10 +104,10 @@ def plan(spec: CheckpointSpec):
         return None
 
 
-def check_fits(spec: CheckpointSpec, budget: Budget, where: str) -> None:
+def check_fits(spec: CheckpointSpec, pixels: int | None, budget: Budget, where: str) -> None:
     """Before loading: raise :class:`~.memory_plan.MemoryPlanError` (naming what would fit) when one
     critique with ``spec`` needs more than ``budget()`` bytes on ``where``; log the plan either way."""
-    planned = plan(spec)
+    planned = plan(spec, pixels)
     if planned is None:
         return
     shape, current = planned
@@ -129,9 +129,9 @@ def build_critic(spec: CriticSpec, *, progress: DownloadProgress | None = None, 
     path = Path(spec.path)
     folders = [str(path / "templates"), *spec.template_dirs]
     check_templates(folders)
+    pixels, why = resolve_max_pixels(spec.max_pixels, spec.name, path)   # once, for the plan and the critic
     if budget is not None:
-        check_fits(spec, budget, where)
-    pixels, why = resolve_max_pixels(spec.max_pixels, spec.name, path)
+        check_fits(spec, pixels, budget, where)
     backend = TransformersBackend.load(path, dtype=spec.dtype, device=spec.device, attention=spec.attention,
                                        batch_size=spec.batch_size, decoding=spec.decoding, adapter=spec.adapter,
                                        quantization=spec.quantization)
