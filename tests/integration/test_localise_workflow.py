@@ -142,6 +142,36 @@ def test_original_checkpoints_and_per_phrase_masks_through_the_server(comfy_serv
     assert outputs(entry)[count.id]["text"][0] == "6"
 
 
+def test_per_phrase_masks_hold_each_phrases_own_boxes_through_the_node(comfy_server, grounding_models):
+    """Box masks (no segmenter), no grow/feather: each phrase's mask is the union of that phrase's boxes as the
+    node reports them (inside 1 px of tolerance for the rounded coordinates), never another phrase's."""
+    g = Graph()
+    img = g.node("EmptyImage", width=72, height=48, batch_size=1, color=comfy_server.fresh_seed() % 0xFFFFFF)
+    load = g.node("RR_LoadGrounding", detector=T.GDINO_NAME, segmenter="none (box masks)", allow_download=False,
+                  device="auto")
+    loc = g.node("RR_LocaliseDefects", grounding=load, image=img, phrases="left hand, sign text", box_threshold=0.0,
+                 text_threshold=0.0, max_regions=3, mask_mode="per_phrase", grow=0, feather=0, multimask="best",
+                 resolution=128)
+    masks = g.node("PreviewImage", images=g.node("MaskToImage", mask=loc.out(0)))
+    show = g.node("PreviewAny", source=loc.out(2))
+    entry = comfy_server.run(g, timeout=180)
+    [found] = json.loads(outputs(entry)[show.id]["text"][0])
+    planes = [np.asarray(comfy_server.fetch_image(r).convert("L")) > 127 for r in images(entry, masks.id)]
+    assert len(planes) == len(found["phrases"]) == 2 and found["detections"]
+    yy, xx = np.mgrid[0:48, 0:72]
+
+    def cover(boxes, pad):
+        out = np.zeros((48, 72), dtype=bool)
+        for x0, y0, x1, y1 in boxes:
+            out |= (xx >= x0 - pad) & (xx < x1 + pad) & (yy >= y0 - pad) & (yy < y1 + pad)
+        return out
+    for phrase, plane in zip(found["phrases"], planes):
+        own = [d["box"] for d in found["detections"] if d["phrase"] == phrase]
+        assert not (plane & ~cover(own, 1)).any(), f"{phrase}'s mask reaches outside its own boxes"
+        assert (plane | ~cover(own, -1)).all(), f"{phrase}'s mask misses part of its own boxes"
+        assert own or not plane.any()                                   # no detection: an empty mask
+
+
 def critique_graph(comfy_server, models_dir, script: list[dict]) -> tuple[Graph, object, object]:
     """Tiny critic (scripted) -> Critique Image of a plain image; returns the graph, the critic and the critique."""
     g = Graph()

@@ -97,3 +97,34 @@ def test_preview_tints_masks_and_draws_boxes():
     assert out[25, 25].sum() > 0 and out[40, 60].sum() == 0        # tinted inside the mask, untouched far away
     assert out[29, 20].sum() > 0                                    # box outline
     assert np.asarray(draw_preview(img, [], None, 0)).sum() == 0
+
+
+class _PlacedDetector:
+    """A detector that finds each phrase where the test put it (and nothing for the others)."""
+    modules: list = []
+
+    def __init__(self, boxes: dict[str, list]):
+        self.boxes = boxes
+
+    def detect(self, image, phrases, box_threshold=0.3, text_threshold=0.25, max_regions=None, resolution=None,
+               device=None):
+        from rationalrewards.grounding.detect import DetectionResult
+        dets = [Detection(p, i, tuple(map(float, b)), 0.9, 0.8) for i, p in enumerate(phrases)
+                for b in self.boxes.get(p, [])]
+        return DetectionResult(dets, list(phrases))
+
+
+def test_each_phrase_mask_covers_its_own_detections_and_not_the_others():
+    """per_phrase: phrase k's mask is phrase k's regions only (a union handed to every phrase fails here);
+    a phrase found nowhere gets an empty mask; the union is all of them."""
+    from rationalrewards.grounding.localise import GroundingModels, LocaliseOptions, localise_image
+    hand, sign = (4, 4, 20, 20), (40, 30, 60, 44)
+    models = GroundingModels(_PlacedDetector({"left hand": [hand], "sign": [sign, (40, 4, 48, 12)]}))
+    loc = localise_image(models, Image.new("RGB", (64, 48)), ["left hand", "sign", "sky"],
+                         LocaliseOptions(grow=0, feather=0, max_regions=4))
+    m = loc.phrase_masks
+    assert m.shape == (3, 48, 64)
+    assert m[0, 10, 10] == 1 and m[0, 35, 50] == 0 and m[0, 8, 44] == 0            # hand: its box only
+    assert m[1, 35, 50] == 1 and m[1, 8, 44] == 1 and m[1, 10, 10] == 0            # sign: both of its boxes
+    assert m[2].sum() == 0 and loc.to_dict()["not_found"] == ["sky"]               # no detection: empty
+    assert torch.equal(loc.union, m.amax(0)) and int(m[0].sum()) == 16 * 16
