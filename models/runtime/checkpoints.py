@@ -35,6 +35,10 @@ class CheckpointNotFound(RationalRewardsError, FileNotFoundError):
     pass
 
 
+class CheckpointDamaged(RationalRewardsError, ValueError):
+    """A checkpoint folder whose files cannot be what they claim (cut-off download, corrupt file)."""
+
+
 def is_hf_id(name: str) -> bool:
     return bool(_HF_ID.match(name)) and not Path(name).exists()
 
@@ -150,3 +154,35 @@ def resolve_max_pixels(requested: int | None, name: str = "", path: str | Path |
     if not requested:
         return None, "the processor decides (max_pixels 0)"
     return int(requested), "set by the user"
+
+
+def check_checkpoint(path: str | Path, name: str = "") -> None:
+    """Read what loading will read -- config.json, every safetensors header, the shard index -- and say which
+    file is broken and how to fix it, before transformers fails somewhere inside with a bare parser error."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    repo = next((k for k in (name, *KNOWN_CRITICS) if _HF_ID.match(k) and local_folder_name(k) == path.name), None)
+    fetch = (f'download it again: hf download {repo} --local-dir "{path}"' if repo
+             else "copy or download it again")
+    config = path / "config.json"
+    try:
+        json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointDamaged(f"{config} is not valid JSON ({e}); the download was probably cut off: {fetch}") from None
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointDamaged(f"{index} is not a safetensors index ({type(e).__name__}: {e}): {fetch}") from None
+        missing = sorted(s for s in shards if not (path / s).is_file())
+        if missing:
+            raise CheckpointDamaged(f"{path.name} is incomplete: {len(missing)} of {len(shards)} weight files are "
+                                    f"missing ({', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): {fetch}")
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="numpy"):
+                pass
+        except Exception as e:   # noqa: BLE001 - safetensors' own error type moved between releases
+            raise CheckpointDamaged(f"{f} is truncated or corrupt ({str(e).splitlines()[0]}); {fetch}") from None

@@ -16,7 +16,7 @@ from typing import Callable, Sequence, Union
 from ..critic.critic import Critic
 from ..critic.prompting import check_templates
 from . import memory_plan
-from .checkpoints import AUTO_MAX_PIXELS, DownloadProgress, resolve_checkpoint, resolve_max_pixels
+from .checkpoints import AUTO_MAX_PIXELS, DownloadProgress, check_checkpoint, resolve_checkpoint, resolve_max_pixels
 
 log = logging.getLogger("RationalRewards")
 
@@ -127,6 +127,7 @@ def build_critic(spec: CriticSpec, *, progress: DownloadProgress | None = None, 
 
     spec = resolve(spec, progress)
     path = Path(spec.path)
+    check_checkpoint(path, spec.name)   # a cut-off download or corrupt file: named, with the fix
     folders = [str(path / "templates"), *spec.template_dirs]
     check_templates(folders)
     pixels, why = resolve_max_pixels(spec.max_pixels, spec.name, path)   # once, for the plan and the critic

@@ -107,9 +107,12 @@ def load_image(cell: Any, base_dir: str | Path | None = None) -> Image.Image:
             p = Path(base_dir) / p
         if not p.is_file():
             raise FileNotFoundError(f"image file {p} does not exist")
-        with Image.open(p) as img:
-            img.load()
-            return img.copy()
+        try:
+            with Image.open(p) as img:
+                img.load()
+                return img.copy()
+        except (OSError, SyntaxError, ValueError) as e:   # truncated, not an image, corrupt chunks
+            raise ImageError(f"{p} is not a readable image ({type(e).__name__}: {e})") from None
     raise ImageError(f"no image in the cell (got {type(cell).__name__})")
 
 

@@ -231,3 +231,63 @@ def test_load_critic_passes_the_decoding_mode_to_the_backend(tiny_models_dir):
     assert critic.backend.decoding == "static" and critic.backend.decoding_mode() == "static"
     with pytest.raises(ValueError, match="decoding"):
         load_critic("tiny-qwen3vl", [tiny_models_dir], decoding="turbo")
+
+
+# --- damaged checkpoints and images: each a clear error naming the file and the fix -----------------------
+
+def _damaged_copy(tiny_models_dir, tmp_path, how: str):
+    import shutil
+    folder = tmp_path / "RationalRewards-8B-T2I"        # a known critic's folder name: the fix names its hf command
+    shutil.copytree(tiny_models_dir / "tiny-qwen3vl", folder)
+    weights = folder / "model.safetensors"
+    if how == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "corrupt":
+        data = bytearray(weights.read_bytes())
+        data[:8] = b"\xff" * 8
+        weights.write_bytes(bytes(data))
+    elif how == "config":
+        (folder / "config.json").write_text('{"model_type": "qwen3_vl", ', encoding="utf-8")
+    elif how == "shards":
+        weights.rename(folder / "model-00001-of-00002.safetensors")
+        (folder / "model.safetensors.index.json").write_text(json.dumps(
+            {"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+                                            "b": "model-00002-of-00002.safetensors"}}), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("how, says", [
+    ("truncated", r"model\.safetensors is truncated or corrupt"),
+    ("corrupt", r"model\.safetensors is truncated or corrupt"),
+    ("config", r"config\.json is not valid JSON"),
+    ("shards", r"incomplete: 1 of 2 weight files are missing \(model-00002-of-00002\.safetensors\)"),
+])
+def test_a_damaged_checkpoint_is_named_with_its_fix_before_loading(tiny_models_dir, tmp_path, how, says):
+    from rationalrewards.errors import RationalRewardsError
+    from rationalrewards.runtime.checkpoints import CheckpointDamaged
+    from rationalrewards.runtime.loader import load_critic
+
+    folder = _damaged_copy(tiny_models_dir, tmp_path, how)
+    with pytest.raises(CheckpointDamaged, match=says) as caught:
+        load_critic(folder.name, [tmp_path])
+    assert isinstance(caught.value, RationalRewardsError)
+    assert f'hf download TIGER-Lab/RationalRewards-8B-T2I --local-dir "{folder}"' in str(caught.value)
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", "truncated"])
+def test_an_unreadable_image_file_is_named(tmp_path, content):
+    from PIL import Image
+
+    from rationalrewards.critic.images import ImageError
+    from rationalrewards.toolkit.tables import load_image
+    path = tmp_path / "x.png"
+    if content == "truncated":
+        Image.new("RGB", (64, 64), (1, 2, 3)).save(path)
+        path.write_bytes(path.read_bytes()[:60])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ImageError, match=r"x\.png is not a readable image"):
+        load_image("x.png", tmp_path)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8)).save(good)
+    assert load_image(str(good)).size == (8, 8)
