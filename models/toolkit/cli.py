@@ -432,13 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .preferences import ManifestError
-    from .tables import TableError
+    from ..errors import RationalRewardsError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ManifestError, TableError) as e:     # a data file the command cannot read: say which and why
+    except RationalRewardsError as e:   # something the user can fix (a file, a folder, a server, space): say what
         raise SystemExit(f"rationalrewards {args.command}: {e}") from None
 
 

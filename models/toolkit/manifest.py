@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 from tqdm.auto import tqdm
 
 from ..backends.base import GenerationOptions
+from ..errors import RationalRewardsError
 from ..critic.critic import CritiqueInputError, Item
 from ..judging.critique import Critique
 from .dispatch import Dispatcher, Outcome
@@ -102,6 +103,10 @@ def critique_record(critique: Critique, weights: str | dict[str, float] | None =
     return data
 
 
+class OutputError(RationalRewardsError, OSError):
+    """An output file could not be written (no space, no permission); what was written before is intact."""
+
+
 class ResumableJsonl:
     """An append-only JSONL file that knows which ids it holds; a partial last line is cut off."""
 
@@ -135,8 +140,19 @@ class ResumableJsonl:
                 self.ids.add(str(rec[self.key]))
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append one record as one whole line: a write cut short (disk full, file-size limit) is taken back,
+        so the file always ends with a complete line and a rerun picks up after the last one."""
         line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
-        self._f.write(line)   # unbuffered: one write call per record
+        start = os.fstat(self._f.fileno()).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[self._f.write(view):]   # unbuffered: a short write returns what it wrote
+        except OSError as e:
+            os.ftruncate(self._f.fileno(), start)
+            raise OutputError(f"could not write to {self.path} ({e.strerror or e}); the {len(self.ids)} records "
+                              "already there are complete and kept: free space, then run the same command again "
+                              "(it skips them)") from None
         self.ids.add(str(record[self.key]))
 
     def close(self) -> None:

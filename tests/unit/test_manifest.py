@@ -215,3 +215,44 @@ def test_cli_manifest_needs_out(tmp_path):
     manifest = jsonl(tmp_path / "m.jsonl", write_rows(tmp_path, 1))
     with pytest.raises(SystemExit, match="--out"):
         main(["critique", "--manifest", str(manifest), "--server", "http://127.0.0.1:9/v1"])
+
+
+def test_a_full_disk_stops_the_run_with_a_clear_message_and_the_rerun_completes(tmp_path):
+    """The writing process may not grow the output past a size limit (as a full disk): the run stops naming the
+    file and the fix, the file holds only complete lines, and the same command afterwards finishes the rest
+    with no duplicate and no gap."""
+    import resource
+
+    n = 6
+    manifest = jsonl(tmp_path / "m.jsonl", write_rows(tmp_path, n))
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "rationalrewards.toolkit.cli", "critique", "--manifest", str(manifest), "--out",
+           str(out), "--server", "", "--model", "critic", "--max-concurrency", "1", "--max-new-tokens", "16",
+           "--no-progress", "--retries", "0"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+
+    def limited(limit: int):
+        def set_limit():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # a write past the limit fails with EFBIG
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        return set_limit
+
+    with FakeOpenAI(answer=answer) as peer:
+        cmd[cmd.index("--server") + 1] = peer.url
+        probe = tmp_path / "probe.jsonl"
+        full = subprocess.run([*cmd[:cmd.index("--out") + 1], str(probe), *cmd[cmd.index("--out") + 2:]], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert full.returncode == 0, full.stderr
+        sizes = [len(line) + 1 for line in probe.read_bytes().splitlines()]
+        limit = sizes[0] + sizes[1] + sizes[2] // 2                   # room for two lines and half of a third
+        stopped = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
+                                 preexec_fn=limited(limit))
+        assert stopped.returncode != 0
+        assert f"could not write to {out}" in stopped.stderr and "run the same command again" in stopped.stderr
+        assert "Traceback" not in stopped.stderr
+        kept = read_ids([out])
+        assert len(kept) == 2 and out.read_bytes().endswith(b"\n")   # complete lines only
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+    ids = read_ids([out])
+    assert sorted(ids) == sorted(f"r{i}" for i in range(n)) and len(ids) == n and ids[:2] == kept
