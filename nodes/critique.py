@@ -7,7 +7,7 @@ from ..models.judging.cards import critiques_card
 from ..models.judging.critique import Critique
 from ..models.judging.rubric import Task, dimensions_for
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, generation_inputs,
-                     options_from, to_pil_list, user_errors, weights_input)
+                     naming, options_from, to_pil_list, user_errors, weights_input)
 
 
 def score_outputs(task: Task) -> list:
@@ -40,7 +40,8 @@ class CritiqueImage(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_CritiqueImage",
-            display_name="Critique Image (RationalRewards)",
+            **naming("Critique Image", "rate image", "evaluate image", "image reward", "feedback",
+                     shown=("score", "judge", "aesthetic quality")),
             category=CATEGORY,
             description="Text-to-image critique: per-dimension justifications and 1-4 scores, a summary and a "
                         "refined prompt. A batch is critiqued image by image (batched on the GPU).",
@@ -61,7 +62,7 @@ class CritiqueImage(io.ComfyNode):
     @classmethod
     def execute(cls, critic, image, prompt: str, weights: str, max_new_tokens: int, temperature: float,
                 seed: int) -> io.NodeOutput:
-        node = "RR Critique Image"
+        node = "Critique Image"
         handle = check_critic(critic, node)
         with user_errors(node):
             images = to_pil_list(image, node)
@@ -78,7 +79,8 @@ class CritiqueEdit(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_CritiqueEdit",
-            display_name="Critique Edit (RationalRewards)",
+            **naming("Critique Edit", "rate edit", "evaluate edit", "edit reward", "image editing quality",
+                     shown=("score", "judge edits")),
             category=CATEGORY,
             description="Image-editing critique of a source/edited pair on four dimensions (adds Image "
                         "Faithfulness). A source batch of 1 is used for every edited image.",
@@ -99,7 +101,7 @@ class CritiqueEdit(io.ComfyNode):
     @classmethod
     def execute(cls, critic, source, edited, instruction: str, weights: str, max_new_tokens: int,
                 temperature: float, seed: int) -> io.NodeOutput:
-        node = "RR Critique Edit"
+        node = "Critique Edit"
         handle = check_critic(critic, node)
         with user_errors(node):
             sources = to_pil_list(source, node, "source")

@@ -227,7 +227,7 @@ def test_bad_inputs_are_clear_execution_errors_and_the_server_stays_up(comfy_ser
     else:
         critic.inputs["custom_id"] = f"TIGER-Lab/NotDownloaded-{seed}"
         g.node("RR_CritiqueImage", critic=critic, image=img, prompt="a cat", weights="equal", **common)
-        expect = ["RR Load Critic", f"NotDownloaded-{seed}", "hf download", "allow download"]
+        expect = ["Load Critic", f"NotDownloaded-{seed}", "hf download", "download if missing"]
     err = _error(comfy_server, g)
     for text in expect:
         assert text in err["exception_message"], (text, err["exception_message"])
