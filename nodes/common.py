@@ -43,7 +43,9 @@ def naming(title: str, *aliases: str, shown: tuple[str, ...] = ()) -> dict:
     """A node's display name, ``"<title> (RationalRewards)"`` for every node, and the words an artist
     searches for it. Where this ComfyUI sends search aliases, all words go there; where it cannot, the
     frontend searches only the name, so the ``shown`` words join it: ``"Rank Images · best of N, score
-    (RationalRewards)"``. Messages name a node by its ``title``, the part every version shows."""
+    (RationalRewards)"``. That search (Fuse, threshold 0.3) penalises a match by its distance from the
+    start, so a shown word must begin within the name's first 30 characters (a unit test checks).
+    Messages name a node by its ``title``, the part every version shows."""
     if HAS_SEARCH_ALIASES:
         return {"display_name": f"{title} {PACK_SUFFIX}", "search_aliases": [*shown, *aliases]}
     words = f" · {', '.join(shown)}" if shown else ""

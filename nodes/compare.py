@@ -20,7 +20,7 @@ class Compare(io.ComfyNode):
         return io.Schema(
             node_id="RR_Compare",
             **naming("Compare Two Images", "which is better", "A/B test", "preference", "pick best", "score",
-                     shown=("judge which is better",)),
+                     shown=("judge",)),
             category=CATEGORY,
             description="Judges image A against image B in one pairwise critique. The winner is decided by the "
                         "'decision' rule: sum each image's dimension scores; higher wins, equal is a tie. Connect "

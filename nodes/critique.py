@@ -40,8 +40,8 @@ class CritiqueImage(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_CritiqueImage",
-            **naming("Critique Image", "rate image", "evaluate image", "image reward", "feedback",
-                     shown=("score", "judge", "aesthetic quality")),
+            **naming("Critique Image", "judge", "quality", "rate image", "evaluate image", "image reward", "feedback",
+                     shown=("score", "aesthetic")),
             category=CATEGORY,
             description="Text-to-image critique: per-dimension justifications and 1-4 scores, a summary and a "
                         "refined prompt. A batch is critiqued image by image (batched on the GPU).",
@@ -79,8 +79,8 @@ class CritiqueEdit(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_CritiqueEdit",
-            **naming("Critique Edit", "rate edit", "evaluate edit", "edit reward", "image editing quality",
-                     shown=("score", "judge edits")),
+            **naming("Critique Edit", "score", "rate edit", "evaluate edit", "edit reward", "image editing",
+                     shown=("judge", "quality")),
             category=CATEGORY,
             description="Image-editing critique of a source/edited pair on four dimensions (adds Image "
                         "Faithfulness). A source batch of 1 is used for every edited image.",

@@ -28,7 +28,7 @@ class RefinePrompt(io.ComfyNode):
         return io.Schema(
             node_id="RR_RefinePrompt",
             **naming("Refine Prompt", "prompt enhancer", "rewrite prompt", "better prompt",
-                     shown=("improve prompt",)),
+                     shown=("improve",)),
             category=CATEGORY,
             description="The next prompt from a critique. Without a refined request in the critique, the "
                         "original prompt comes back and 'note' says why.",

@@ -93,13 +93,22 @@ export function copyButton(text, label = "Copy") {
     return button;
 }
 
-function warningsBlock(warnings) {
-    if (!warnings || !warnings.length) return null;
+/** The parser's warnings; for an answer it could not fully read, the node's one line of advice and
+ *  what the critic actually wrote (collapsed), so an unreadable score is never a dead end. */
+function warningsBlock(warnings, advice, raw) {
+    const hasRaw = typeof raw === "string";
+    if ((!warnings || !warnings.length) && !advice && !hasRaw) return null;
     const box = el("div", "rr-warnings");
     box.setAttribute("role", "alert");
     append(box, el("div", "rr-warnings-title", "Could not read everything"));
     const list = append(box, el("ul")).lastChild;
-    for (const w of warnings) append(list, el("li", "rr-warning", w));
+    for (const w of warnings || []) append(list, el("li", "rr-warning", w));
+    if (advice) append(box, el("div", "rr-advice", advice));
+    if (hasRaw) {
+        const details = append(box, el("details", "rr-raw")).lastChild;
+        append(details, el("summary", null, "What the critic wrote"),
+               el("pre", "rr-raw-text", raw || "(nothing)"));
+    }
     return box;
 }
 
@@ -132,7 +141,7 @@ export function critiqueView(c) {
     const labels = c.labels;
     const root = el("div", "rr-critique");
     root.dataset.task = c.task || "";
-    append(root, warningsBlock(c.warnings));
+    append(root, warningsBlock(c.warnings, c.advice, c.raw));
     const dims = append(root, el("div", "rr-dims")).lastChild;
     for (const d of c.dimensions || []) {
         const row = append(dims, el("div", "rr-dim")).lastChild;
@@ -184,7 +193,7 @@ export function renderCompare(list, images, imageUrl) {
     list.forEach((p, n) => {
         const root = append(card, el("div", "rr-compare")).lastChild;
         root.dataset.winner = p.winner;
-        append(root, warningsBlock(p.warnings));
+        append(root, warningsBlock(p.warnings, p.advice, p.raw));
         const refs = (images || []).slice(2 * n, 2 * n + 2);      // the node sends A then B
         if (refs.length === 2) {
             const grid = append(root, el("div", "rr-thumbs rr-compare-thumbs")).lastChild;

@@ -29,9 +29,29 @@ def card_labels() -> dict[str, str]:
             "overall": score_label(None, ScoreStatus.MISSING)}
 
 
+def unreadable_advice(raw: str, warnings: Sequence[str]) -> str:
+    """One line of what to try when part of an answer could not be read (shown under the card's warnings)."""
+    if not raw.strip():
+        return ("The critic wrote nothing: check that 'critic model' is a RationalRewards checkpoint (or that the "
+                "server answers), then run again.")
+    if any("<think>" in w for w in warnings):
+        return "The answer was cut off while the critic was thinking: raise 'max answer length (tokens)'."
+    if "score" not in raw.lower():
+        return ("The critic did not answer in the critique layout: use a RationalRewards checkpoint (an untrained "
+                "model or an edited template may answer freely), or set 'randomness (temperature)' to 0.")
+    return ("Part of the answer could not be read: if it stops mid-sentence, raise 'max answer length (tokens)'; "
+            "otherwise set 'randomness (temperature)' to 0 and run again.")
+
+
+def _answer_fields(raw: str, warnings: Sequence[str], readable: bool) -> dict[str, Any]:
+    """The raw answer and the advice for an answer that could not be fully read; nothing extra otherwise."""
+    return {"raw": None} if readable else {"raw": raw, "advice": unreadable_advice(raw, warnings)}
+
+
 def critique_entry(critique: Critique, weights: Weights = "equal", prompt: str | None = None) -> dict[str, Any]:
-    """One pointwise critique as the card shows it (``Critique.to_dict`` without the raw answer)."""
-    entry = critique.to_dict(weights) | {"raw": None}
+    """One pointwise critique as the card shows it (``Critique.to_dict``; the raw answer and one line of
+    advice only when a score could not be read, so the card can show what the critic actually wrote)."""
+    entry = critique.to_dict(weights) | _answer_fields(critique.raw, critique.warnings, critique.complete)
     if prompt is not None:
         entry["prompt"] = prompt
     return entry | {"labels": card_labels()}
@@ -48,8 +68,11 @@ def compare_data(result: PairwiseCritique, prompt: str, rule: str | None = None)
 
 
 def compare_card(result: PairwiseCritique, prompt: str, rule: str | None = None) -> dict:
-    """``ui`` of Compare (the node adds the A/B thumbnails)."""
-    return {"rr_compare": [compare_data(result, prompt, rule) | {"labels": card_labels()}]}
+    """``ui`` of Compare (the node adds the A/B thumbnails; the raw answer and advice when a score is unreadable)."""
+    readable = all(s is not None and s.status is not ScoreStatus.MISSING
+                   for d in result.dimensions.values() for s in (d.a, d.b))
+    return {"rr_compare": [compare_data(result, prompt, rule) | _answer_fields(result.raw, result.warnings, readable)
+                           | {"labels": card_labels()}]}
 
 
 def rank_card(ranked: Sequence[Ranked], rows: list[dict], prompt: str, weights: Weights = "equal") -> dict:
