@@ -37,7 +37,7 @@ def display_names(comfy_server) -> dict[str, str]:
     return {node["display_name"]: node_id for node_id, node in info.items() if node_id.startswith("RR_")}
 
 
-SEARCH_BOX = "input[placeholder^='Search']"
+SEARCH_BOX = "input[placeholder^='Search'], input[placeholder^='Add a node']"   # 1.32 / 1.58 wording
 TYPED = """([sel, q]) => { const i = document.querySelector(sel); return !!i && i.value === q; }"""
 
 
