@@ -1,7 +1,7 @@
 """Critique image (text-to-image) and Critique edit (source + edited): per-dimension scores."""
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..models.judging.cards import critiques_card
 from ..models.judging.critique import Critique
@@ -32,7 +32,10 @@ def critique_outputs(crits: list[Critique], prompts: list[str], weights: str, ta
     overall = [c.overall(weights) for c in crits]
     texts = [c.report(weights) for c in crits]
     refined = [c.refined_request or p for c, p in zip(crits, prompts)]
-    return io.NodeOutput(*columns, overall, texts, refined, data, ui=critiques_card(crits, prompts, weights))
+    # thumbnails of the judged images for the card (not "images": the frontend would draw those on the node too)
+    thumbs = ui.PreviewImage(data.images).as_dict()["images"] if data.images is not None else []
+    return io.NodeOutput(*columns, overall, texts, refined, data,
+                         ui=critiques_card(crits, prompts, weights) | {"rr_images": thumbs})
 
 
 class CritiqueImage(io.ComfyNode):

@@ -14,7 +14,7 @@ CRITIC_NOTE = """### The critic
 
 `hf download TIGER-Lab/RationalRewards-8B-T2I --local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-T2I`
 
-or switch on *download if missing*. It needs about 17.5 GB of free VRAM in bf16; on a 12-16 GB card set *quantization* to int8 (about 10.7 GB) or 4bit (about 7.3 GB; needs bitsandbytes), or run it from RAM on the CPU (slow). It shares the GPU with your generator: ComfyUI swaps them.
+or switch on *download if missing*. It needs about 17.5 GB of free VRAM in bf16; on a 12-16 GB card set *quantize weights* to int8 (about 10.7 GB) or 4bit (about 7.3 GB; needs bitsandbytes), or run it from RAM on the CPU (slow). It shares the GPU with your generator: ComfyUI swaps them.
 
 **First run:** loading takes a while; with *decoding speed mode* = auto on a CUDA GPU the first critique also compiles for a minute or more (the node shows what it is doing). Pick *plain* to skip compiling when you judge only a few images."""
 
@@ -31,11 +31,11 @@ LAYOUTS: dict[str, dict] = {
             {"id": 10, "title": "Start here", "box": [40, -230, 1360, 150], "text": (
                 "## Critique my image\n"
                 "Judges a picture you already have: no generator model needed. **1** load the image, **2** pick "
-                "the critic, **3** type the prompt the image was made from, then **Queue**. The critique appears "
+                "the critic, **3** type the prompt the image was made from, then **Run**. The critique appears "
                 "on the Critique Image node.")},
             {"id": 11, "box": [40, 630, 360, 250], "text": (
                 "### Your image\nClick *choose file to upload* or drop an image here. Any size works: the critic "
-                "scales large images down (see *max image pixels* on the loader).")},
+                "scales large images down to the size it was trained on (*max image pixels* = -1 on the loader).")},
             {"id": 12, "box": [460, 560, 400, 420], "text": CRITIC_NOTE},
             {"id": 13, "box": [920, 120, 480, 300], "text": (
                 "### Critique\nType the **prompt the image was made from** (what it should show): the critic "

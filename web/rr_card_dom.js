@@ -154,8 +154,10 @@ export function critiqueView(c) {
     }
     const overall = append(root, el("div", "rr-overall-row")).lastChild;
     const head = append(overall, el("div", "rr-row")).lastChild;
-    append(head, el("span", "rr-label", "Overall (0–1)"), el("span", "rr-overall", overallText(c.overall, labels)));
-    append(overall, overallBar(c.overall));
+    const overallLabel = el("span", "rr-label", "Overall (0–1)");
+    overallLabel.title = "The mean of the dimension scores that apply, moved from the 1–4 scale to 0–1: (mean − 1) / 3";
+    append(head, overallLabel, el("span", "rr-overall", overallText(c.overall, labels)));
+    append(overall, overallBar(c.overall), el("div", "rr-hint", "the 1–4 scores above, averaged and rescaled to 0–1"));
     append(root, textSection("rr-summary", "Summary", c.summary),
            textSection("rr-comments", "Refinement comments", c.refinement_comments),
            refinedBlock(c.refined_request));
@@ -169,11 +171,24 @@ function cardShell(kind, title) {
     return card;
 }
 
-/** RR_CritiqueImage / RR_CritiqueEdit: one section per critiqued image. */
-export function renderCritiques(list) {
+/** A small picture of the judged image, so the card says which image it is about. */
+function judgedThumb(ref, imageUrl, alt) {
+    if (!ref || !imageUrl) return null;
+    const img = el("img", "rr-judged");
+    img.alt = alt;
+    img.src = imageUrl(ref);
+    img.dataset.filename = ref.filename;
+    return img;
+}
+
+/** RR_CritiqueImage / RR_CritiqueEdit: one section per critiqued image, with its thumbnail. */
+export function renderCritiques(list, images, imageUrl) {
     const card = cardShell("critique", list.length > 1 ? `Critique · ${list.length} images` : "Critique");
     list.forEach((c, i) => {
-        if (list.length > 1) append(card, el("div", "rr-subtitle", `Image ${i + 1}`));
+        const head = el("div", "rr-critique-head");
+        append(head, judgedThumb((images || [])[i], imageUrl, `judged image ${i + 1}`),
+               list.length > 1 ? el("div", "rr-subtitle", `Image ${i + 1}`) : null);
+        if (head.childNodes.length) append(card, head);
         append(card, critiqueView(c));
     });
     return card;
@@ -247,7 +262,12 @@ export function renderRank(list, images, imageUrl) {
     let offset = 0;
     for (const r of list) {
         const rows = r.rows || [];
-        const grid = append(card, el("div", "rr-thumbs")).lastChild;
+        if (r.clear_best === false) {
+            append(card, el("div", "rr-note rr-rank-tie",
+                            "No single best: the top scores tie (or could not be read), so the order keeps the input order."));
+        }
+        const grid = append(card, el("div", "rr-thumbs rr-rank-thumbs")).lastChild;
+        if (r.clear_best !== false) grid.classList.add("rr-has-best");
         const details = el("div", "rr-rank-details");
         rows.forEach((row, i) => {
             const crit = (r.critiques || [])[i];

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from typing import Any, Sequence
 
@@ -75,9 +76,19 @@ def compare_card(result: PairwiseCritique, prompt: str, rule: str | None = None)
                            | {"labels": card_labels()}]}
 
 
+def clear_best(ranked: Sequence[Ranked]) -> bool:
+    """Whether the first candidate scored strictly better than the second (a tie, or no readable score,
+    has no single best: the order then only keeps the input order)."""
+    if len(ranked) < 2:
+        return len(ranked) == 1 and not math.isnan(ranked[0].overall)
+    first, second = ranked[0].overall, ranked[1].overall
+    return not math.isnan(first) and (math.isnan(second) or first > second)
+
+
 def rank_card(ranked: Sequence[Ranked], rows: list[dict], prompt: str, weights: Weights = "equal") -> dict:
-    """``ui`` of Rank: the table rows (best first) and each candidate's critique, in the same order."""
-    return {"rr_rank": [{"prompt": prompt, "rows": rows,
+    """``ui`` of Rank: the table rows (best first), each candidate's critique in the same order, and
+    whether there is a single best (``clear_best``: the card outlines #1 only then)."""
+    return {"rr_rank": [{"prompt": prompt, "rows": rows, "clear_best": clear_best(ranked),
                          "critiques": [critique_entry(r.critique, weights) for r in ranked],
                          "labels": card_labels()}]}
 

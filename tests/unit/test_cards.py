@@ -128,3 +128,14 @@ def test_loop_payload():
     assert entry["statuses"][1] == {"text_faithfulness": "missing", "physical_quality": "ok", "text_rendering": "n/a"}
     assert entry["diffs"] == [None, word_diff("a red cat", "a red cat, sharp")]
     assert entry["labels"] == card_labels()
+
+
+def test_rank_card_outlines_a_best_only_when_the_first_scored_strictly_higher():
+    tied = [crit(text_faithfulness=3, physical_quality=3, text_rendering="na") for _ in range(3)]
+    ranked = rank(tied)
+    assert rank_card(ranked, rank_rows(ranked), "a fox")["rr_rank"][0]["clear_best"] is False
+    better = rank([crit(text_faithfulness=3, physical_quality=3, text_rendering="na"),
+                   crit(text_faithfulness=4, physical_quality=3, text_rendering="na")])
+    assert rank_card(better, rank_rows(better), "a fox")["rr_rank"][0]["clear_best"] is True
+    unreadable = rank([crit(text_faithfulness=None, physical_quality=3, text_rendering="na")] * 2)
+    assert rank_card(unreadable, rank_rows(unreadable), "a fox")["rr_rank"][0]["clear_best"] is False
