@@ -11,7 +11,8 @@ import json
 import pytest
 
 from tests.browser.conftest import SCREENSHOTS
-from tests.comfy_server import REPO_ROOT, Graph, outputs
+from tests.comfy_server import Graph, outputs
+from tests.twins import load_ui
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +114,7 @@ def ui_of(entry: dict, node_id: str, key: str) -> list:
 
 def shipped_workflow(name: str, models, prompt: str, seed: int, batch: int = 1) -> dict:
     """A UI workflow from workflows/ with the tiny models' names and a tiny image size."""
-    wf = json.loads((REPO_ROOT / "workflows" / name).read_text())
+    wf = load_ui(name.removesuffix(".json"))
     for n in wf["nodes"]:
         v = n.get("widgets_values")
         if n["type"] == "CheckpointLoaderSimple":

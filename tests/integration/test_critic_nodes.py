@@ -60,10 +60,11 @@ def test_ui_workflow_and_api_twin_describe_the_same_graph(comfy_server, name):
 def test_workflows_folder_holds_only_ui_files_with_twins(comfy_server):
     templates = comfy_server.get("/api/workflow_templates").json()
     listed = sorted(next(v for k, v in templates.items() if "RationalRewards" in k))
-    assert listed == twin_names()
-    for name in listed:
+    from scripts.workflow_layouts import ui_file
+    assert listed == sorted(ui_file(n) for n in twin_names())
+    for name in twin_names():
         ui = load_ui(name)
-        assert "nodes" in ui and "links" in ui, f"workflows/{name}.json is not UI format"
+        assert "nodes" in ui and "links" in ui, f"workflows/{ui_file(name)}.json is not UI format"
 
 
 def test_critique_workflow_runs_through_the_real_model_and_marks_unparsed(comfy_server, models_dir):
