@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import runpy
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -155,12 +156,13 @@ def test_flow_factory_reward_model(peer, monkeypatch):
     assert torch.allclose(out.rewards, torch.tensor([expected(1)]))
 
 
-def test_readme_trainer_step_runs(peer, monkeypatch):
-    text = (ROOT / "README.md").read_text()
+def test_readme_trainer_step_runs(peer, monkeypatch, tmp_path):
+    text = (ROOT / "docs" / "toolkit.md").read_text()
     block = re.search(r"<!-- reward-example -->\s*```python\n(.*?)```", text, re.S)
-    assert block, "README has the reward example"
+    assert block, "docs/toolkit.md has the reward example"
     monkeypatch.setenv("RR_SERVER", peer.url)
     monkeypatch.setenv("RR_MODEL", "critic")
-    scope: dict = {}
-    exec(compile(block.group(1), "README.md", "exec"), scope)
+    example = tmp_path / "reward_example.py"
+    example.write_text(block.group(1))
+    scope = runpy.run_path(str(example))
     assert len(scope["rewards"]) == 4 and len(peer.chat_requests()) == 4
