@@ -207,24 +207,24 @@ def test_bad_inputs_are_clear_execution_errors_and_the_server_stays_up(comfy_ser
     common = dict(max_new_tokens=16, temperature=0.1, seed=0)
     if case == "empty_prompt":
         g.node("RR_CritiqueImage", critic=critic, image=img, prompt="   ", weights="equal", **common)
-        expect = ["RR Critique Image", "prompt is empty"]
+        expect = ["Critique Image:", "prompt is empty"]
     elif case == "one_pixel":
         tiny = g.node("EmptyImage", width=1, height=1, batch_size=1, color=seed % 0xFFFFFF)
         g.node("RR_CritiqueImage", critic=critic, image=tiny, prompt="a cat", weights="equal", **common)
-        expect = ["RR Critique Image", "1x1"]
+        expect = ["Critique Image:", "1x1"]
     elif case == "mismatched_batches":
         src = g.node("EmptyImage", width=64, height=64, batch_size=2, color=seed % 0xFFFFFF)
         edits = g.node("EmptyImage", width=64, height=64, batch_size=3, color=(seed + 1) % 0xFFFFFF)
         g.node("RR_CritiqueEdit", critic=critic, source=src, edited=edits, instruction="x", weights="equal", **common)
-        expect = ["RR Critique Edit", "source has 2 images but edited has 3"]
+        expect = ["Critique Edit:", "source has 2 images but edited has 3"]
     elif case == "compare_batch":
         two = g.node("EmptyImage", width=64, height=64, batch_size=2, color=seed % 0xFFFFFF)
         g.node("RR_Compare", critic=critic, image_a=two, image_b=img, prompt="a cat", **common)
-        expect = ["RR Compare", "single images"]
+        expect = ["Compare Two Images:", "single images"]
     elif case == "bad_script":
         replay = g.node("RR_ReplayAnswers", critic=critic, script="{not json " + str(seed))
         g.node("RR_CritiqueImage", critic=replay, image=img, prompt="a cat", weights="equal", **common)
-        expect = ["RR Replay Answers", "not valid JSON"]
+        expect = ["Replay Critique Answers:", "not valid JSON"]
     else:
         critic.inputs["custom_id"] = f"TIGER-Lab/NotDownloaded-{seed}"
         g.node("RR_CritiqueImage", critic=critic, image=img, prompt="a cat", weights="equal", **common)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import re
-import runpy
+import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -156,13 +157,14 @@ def test_flow_factory_reward_model(peer, monkeypatch):
     assert torch.allclose(out.rewards, torch.tensor([expected(1)]))
 
 
-def test_readme_trainer_step_runs(peer, monkeypatch, tmp_path):
+def test_readme_trainer_step_runs(peer):
     text = (ROOT / "docs" / "toolkit.md").read_text()
     block = re.search(r"<!-- reward-example -->\s*```python\n(.*?)```", text, re.S)
     assert block, "docs/toolkit.md has the reward example"
-    monkeypatch.setenv("RR_SERVER", peer.url)
-    monkeypatch.setenv("RR_MODEL", "critic")
-    example = tmp_path / "reward_example.py"
-    example.write_text(block.group(1))
-    scope = runpy.run_path(str(example))
+    env = dict(os.environ, RR_SERVER=peer.url, RR_MODEL="critic")
+    # run as the reader would: a fresh interpreter with the snippet, then how many rewards it printed
+    code = block.group(1) + "\nprint('REWARDS', len(rewards))\n"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scope = {"rewards": [None] * int(done.stdout.split("REWARDS", 1)[1].split()[0])}
     assert len(scope["rewards"]) == 4 and len(peer.chat_requests()) == 4
