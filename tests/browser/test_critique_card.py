@@ -259,7 +259,7 @@ def test_critique_text_is_rendered_as_text_never_as_html(comfy_page, comfy_serve
     assert_critique_matches(shown, data)
     assert shown["dims"][2]["score"] == "unreadable" and shown["overall"] == "unreadable"
     card.evaluate("c => c.querySelectorAll('details').forEach(d => d.open = true)")
-    assert card.evaluate("c => c.querySelectorAll('img, script, b').length") == 0
+    assert card.evaluate("c => c.querySelectorAll('img:not(.rr-judged), script, b').length") == 0   # only the pack's own thumbnail
     # every image in the page has settled (an injected one's onerror would have fired by then)
     comfy_page.page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=15000)
     comfy_page.next_frames()
@@ -287,6 +287,8 @@ def test_an_unreadable_critique_shows_what_the_critic_wrote_and_one_line_of_advi
     assert data["advice"].startswith("The critic did not answer in the critique layout")
 
     card = comfy_page.wait_card(crit.id, ".rr-raw")
+    thumb = card.evaluate("c => c.querySelector('img.rr-judged').dataset.filename")   # the judged image, shown
+    assert thumb == outputs(entry)[crit.id]["rr_images"][0]["filename"]
     shown = card.evaluate("""c => ({advice: c.querySelector('.rr-advice').textContent,
         open: c.querySelector('details.rr-raw').open, summary: c.querySelector('.rr-raw > summary').textContent,
         raw: c.querySelector('.rr-raw-text').textContent})""")
