@@ -1,6 +1,7 @@
 """What every RationalRewards node shares: custom types, tensor<->PIL, progress/interrupt, errors."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -31,8 +32,26 @@ CATEGORY = "RationalRewards"
 MODEL_FOLDER = "rationalrewards"
 TEMPLATE_FOLDER = "rationalrewards_templates"   # user prompt templates, read before the pack's own
 
+PACK_SUFFIX = "(RationalRewards)"
+# ComfyUI >= 0.10 sends a node's search words to the frontend (Schema.search_aliases); older ones cannot.
+HAS_SEARCH_ALIASES = "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)}
+
+
+def naming(title: str, *aliases: str, shown: tuple[str, ...] = ()) -> dict:
+    """A node's display name, ``"<title> (RationalRewards)"`` for every node, and the words an artist
+    searches for it. Where this ComfyUI sends search aliases, all words go there; where it cannot, the
+    frontend searches only the name, so the ``shown`` words join it: ``"Rank Images · best of N, score
+    (RationalRewards)"``. That search (Fuse, threshold 0.3) penalises a match by its distance from the
+    start, so a shown word must begin within the name's first 30 characters (a unit test checks).
+    Messages name a node by its ``title``, the part every version shows."""
+    if HAS_SEARCH_ALIASES:
+        return {"display_name": f"{title} {PACK_SUFFIX}", "search_aliases": [*shown, *aliases]}
+    words = f" · {', '.join(shown)}" if shown else ""
+    return {"display_name": f"{title}{words} {PACK_SUFFIX}"}
+
+
 CriticType = io.Custom("RR_CRITIC")
-CRITIC_TOOLTIP = "The critic: from Load RationalRewards Critic (or Connect to Critic Server)"
+CRITIC_TOOLTIP = "The critic: from Load Critic (or Connect to Critic Server)"
 CritiqueType = io.Custom("RR_CRITIQUE")
 
 
@@ -146,8 +165,9 @@ def weights_input() -> io.Combo.Input:
 
 def decision_input(when: str = "") -> io.Combo.Input:
     """How a comparison picks its winner (``rules.decide``): the same rule names on Compare and Rank."""
-    return io.Combo.Input("decision", options=[r.value for r in DecisionRule], default=DEFAULT_DECISION.value,
-                          optional=True, tooltip=when + " ".join(DECISION_HELP[r] + "." for r in DecisionRule))
+    return io.Combo.Input("decision", display_name="winner rule", options=[r.value for r in DecisionRule],
+                          default=DEFAULT_DECISION.value, optional=True,
+                          tooltip=when + " ".join(DECISION_HELP[r] + "." for r in DecisionRule))
 
 
 def check_decision(decision: str, node: str) -> str:
@@ -254,7 +274,7 @@ def _first_run_note(critic: Critic, items: int) -> str:
 
 @contextmanager
 def generating(handle: residency.CriticHandle, options: GenerationOptions, items: int,
-               *images: torch.Tensor | None, node: str = "RR critique") -> Iterator[dict]:
+               *images: torch.Tensor | None, node: str = "Critique") -> Iterator[dict]:
     """``with generating(handle, options, n, image[, image2]) as hooks: handle.critic.critique(..., **hooks)``.
 
     Around a node's generation: ComfyUI's memory manager puts the critic on its device (evicting what
@@ -283,5 +303,6 @@ def check_critic(critic: object, node: str) -> residency.CriticHandle:
     if isinstance(critic, Critic):
         return residency.CriticHandle(critic)
     if not isinstance(critic, residency.CriticHandle):
-        raise fail(node, "the critic input is not an RR_CRITIC; connect it to a 'Load RationalRewards critic' node")
+        raise fail(node, "the critic input is not a critic; connect the critic output of Load Critic (or Connect to "
+                         "Critic Server)")
     return critic

@@ -9,9 +9,9 @@ from ..models.judging.cards import compare_card, compare_data
 from ..models.judging.critique import Winner
 from ..models.judging.rules import DEFAULT_DECISION
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, check_decision, CriticType, decision_input, fail, generating,
-                     generation_inputs, options_from, to_pil_list, user_errors)
+                     generation_inputs, naming, options_from, to_pil_list, user_errors)
 
-NODE = "RR Compare"
+NODE = "Compare Two Images"
 
 
 class Compare(io.ComfyNode):
@@ -19,7 +19,8 @@ class Compare(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_Compare",
-            display_name="Compare Two Images (RationalRewards)",
+            **naming("Compare Two Images", "which is better", "A/B test", "preference", "pick best", "score",
+                     shown=("judge",)),
             category=CATEGORY,
             description="Judges image A against image B in one pairwise critique. The winner is decided by the "
                         "'decision' rule: sum each image's dimension scores; higher wins, equal is a tie. Connect "

@@ -1,13 +1,13 @@
 """Critique image (text-to-image) and Critique edit (source + edited): per-dimension scores."""
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..models.judging.cards import critiques_card
 from ..models.judging.critique import Critique
 from ..models.judging.rubric import Task, dimensions_for
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, generation_inputs,
-                     options_from, to_pil_list, user_errors, weights_input)
+                     naming, options_from, to_pil_list, user_errors, weights_input)
 
 
 def score_outputs(task: Task) -> list:
@@ -32,7 +32,10 @@ def critique_outputs(crits: list[Critique], prompts: list[str], weights: str, ta
     overall = [c.overall(weights) for c in crits]
     texts = [c.report(weights) for c in crits]
     refined = [c.refined_request or p for c, p in zip(crits, prompts)]
-    return io.NodeOutput(*columns, overall, texts, refined, data, ui=critiques_card(crits, prompts, weights))
+    # thumbnails of the judged images for the card (not "images": the frontend would draw those on the node too)
+    thumbs = ui.PreviewImage(data.images).as_dict()["images"] if data.images is not None else []
+    return io.NodeOutput(*columns, overall, texts, refined, data,
+                         ui=critiques_card(crits, prompts, weights) | {"rr_images": thumbs})
 
 
 class CritiqueImage(io.ComfyNode):
@@ -40,7 +43,8 @@ class CritiqueImage(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_CritiqueImage",
-            display_name="Critique Image (RationalRewards)",
+            **naming("Critique Image", "judge", "quality", "rate image", "evaluate image", "image reward", "feedback",
+                     shown=("score", "aesthetic")),
             category=CATEGORY,
             description="Text-to-image critique: per-dimension justifications and 1-4 scores, a summary and a "
                         "refined prompt. A batch is critiqued image by image (batched on the GPU).",
@@ -61,7 +65,7 @@ class CritiqueImage(io.ComfyNode):
     @classmethod
     def execute(cls, critic, image, prompt: str, weights: str, max_new_tokens: int, temperature: float,
                 seed: int) -> io.NodeOutput:
-        node = "RR Critique Image"
+        node = "Critique Image"
         handle = check_critic(critic, node)
         with user_errors(node):
             images = to_pil_list(image, node)
@@ -78,7 +82,8 @@ class CritiqueEdit(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_CritiqueEdit",
-            display_name="Critique Edit (RationalRewards)",
+            **naming("Critique Edit", "score", "rate edit", "evaluate edit", "edit reward", "image editing",
+                     shown=("judge", "quality")),
             category=CATEGORY,
             description="Image-editing critique of a source/edited pair on four dimensions (adds Image "
                         "Faithfulness). A source batch of 1 is used for every edited image.",
@@ -99,7 +104,7 @@ class CritiqueEdit(io.ComfyNode):
     @classmethod
     def execute(cls, critic, source, edited, instruction: str, weights: str, max_new_tokens: int,
                 temperature: float, seed: int) -> io.NodeOutput:
-        node = "RR Critique Edit"
+        node = "Critique Edit"
         handle = check_critic(critic, node)
         with user_errors(node):
             sources = to_pil_list(source, node, "source")

@@ -15,9 +15,10 @@ from ..models.runtime.factory import CheckpointSpec, build_critic
 from ..models.runtime.memory_plan import QUANTIZATIONS
 from ..models.critic.script import AnswerScript
 from . import residency
-from .common import CATEGORY, CRITIC_TOOLTIP, CriticType, check_critic, fail, model_dirs, status, template_dirs, user_errors
+from .common import (CATEGORY, CRITIC_TOOLTIP, CriticType, check_critic, fail, model_dirs, naming, status,
+                     template_dirs, user_errors)
 
-NODE = "RR Load Critic"
+NODE = "Load Critic"
 MAX_PIXELS_DEFAULT = AUTO_MAX_PIXELS   # -1: what the checkpoint was trained on
 log = logging.getLogger("RationalRewards")
 
@@ -44,7 +45,8 @@ class LoadCritic(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_LoadCritic",
-            display_name="Load RationalRewards Critic",
+            **naming("Load Critic", "reward model", "judge model", "aesthetic quality model", "VLM critic",
+                     "Qwen3-VL"),
             category=CATEGORY,
             description="Loads a RationalRewards (or any Qwen3-VL / Qwen2.5-VL instruct) checkpoint as a critic. "
                         "Folders come from models/rationalrewards/; nothing is downloaded unless allowed. "
@@ -157,27 +159,32 @@ class ReplayAnswers(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_ReplayAnswers",
-            display_name="Replay Critique Answers (RationalRewards)",
+            **naming("Replay Critique Answers", "replay critique", "debug critic", "test workflow",
+                     shown=()),
             category=CATEGORY + "/debug",
-            description="Makes the critic write the given answer text for matching prompts (forced through its "
-                        "own decoding and parsed like any answer). Use it to reproduce a saved critique or to "
-                        "test a workflow without waiting for the model.",
+            description="Makes the critic write the given answer text (forced through its own decoding and "
+                        "parsed like any answer). Paste a saved critique to reproduce its card, or test a workflow "
+                        "without waiting for the model.",
             inputs=[
                 CriticType.Input("critic", tooltip=CRITIC_TOOLTIP),
-                io.String.Input("script", display_name="scripted answers (JSON)", multiline=True, default="[]",
-                                tooltip='JSON list of {"answer": "...", "when_request_contains": "...", '
-                                        '"task": "t2i"|"edit", "mode": "pointwise"|"pairwise"}. The most specific '
-                                        "matching rule wins; prompts that match none are critiqued freely."),
+                io.String.Input("script", display_name="answer (critique text or JSON rules)", multiline=True,
+                                default="",
+                                tooltip="Paste a critique as the critic wrote it: it becomes the answer to every "
+                                        "prompt. For different answers per prompt, write JSON rules instead: "
+                                        '[{"answer": "...", "when_request_contains": "...", "task": "t2i" or "edit", '
+                                        '"mode": "pointwise" (one image) or "pairwise" (A/B)}] (t2i: text-to-image). '
+                                        "The most specific matching rule wins; prompts that match none are critiqued "
+                                        "freely. Empty: the critic answers freely."),
             ],
             outputs=[CriticType.Output(display_name="critic")],
         )
 
     @classmethod
     def execute(cls, critic, script: str) -> io.NodeOutput:
-        node = "RR Replay Answers"
+        node = "Replay Critique Answers"
         handle = check_critic(critic, node)
         try:
-            parsed = AnswerScript.from_json(script)
+            parsed = AnswerScript.from_text(script)
         except ValueError as e:
             raise fail(node, str(e)) from None
         return io.NodeOutput(handle.with_script(parsed))

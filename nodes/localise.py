@@ -25,8 +25,8 @@ from ..models.grounding.phrases import PHRASE_SOURCES, PhraseResult, pick_phrase
 from ..models.grounding.segment import MULTIMASK
 from ..models.runtime.checkpoints import model_choices
 from ..models.judging.rubric import Task
-from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, require_critiques,
-                     to_pil_list, user_errors)
+from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, naming,
+                     require_critiques, to_pil_list, user_errors)
 
 log = logging.getLogger("RationalRewards")
 DETECTOR_FOLDER = "grounding-dino"
@@ -67,7 +67,8 @@ class LoadGrounding(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_LoadGrounding",
-            display_name="Load Grounding Models (RationalRewards)",
+            **naming("Load Grounding Models", "GroundingDINO", "SAM", "segment anything", "detector",
+                     "inpaint mask models"),
             category=CATEGORY + "/localise",
             description="GroundingDINO (finds boxes for phrases) and SAM / SAM 2 (turns boxes into masks), from "
                         "models/grounding-dino and models/sams. Hugging Face folders, Hub ids (downloaded only "
@@ -83,7 +84,7 @@ class LoadGrounding(io.ComfyNode):
                                default=NO_SEGMENTER,
                                tooltip="A SAM / SAM 2 folder, a Meta sam_vit_*.pth (needs the segment-anything "
                                        "package) or a Hub id; 'none' makes each box a rectangular mask."),
-                io.Boolean.Input("allow_download", default=False,
+                io.Boolean.Input("allow_download", display_name="download if missing", default=False,
                                  tooltip="Fetch a missing Hub model (safetensors and configs only) or the BERT "
                                          "tokenizer. Off: work offline and report what is missing."),
                 io.Combo.Input("device", options=["auto", "cpu"], default="auto",
@@ -95,7 +96,7 @@ class LoadGrounding(io.ComfyNode):
 
     @classmethod
     def execute(cls, detector: str, segmenter: str, allow_download: bool, device: str) -> io.NodeOutput:
-        node = "RR Load Grounding"
+        node = "Load Grounding Models"
         bar = comfy.utils.ProgressBar(100)
         try:
             models = load_grounding(
@@ -116,22 +117,24 @@ class DefectPhrases(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_DefectPhrases",
-            display_name="Defect Phrases (RationalRewards)",
+            **naming("Defect Phrases", "flaws", "artifacts", "what to fix", "inpaint",
+                     shown=("what to inpaint",)),
             category=CATEGORY + "/localise",
             description="Turns a critique into short phrases naming the flawed regions ('left hand', 'sign text') "
                         "for Localise Defects. ask_critic asks the same critic one follow-up question (image + "
                         "critique in, 'REGION: phrase | dimension | severity' lines out) and falls back to the "
                         "justifications when the answer is unreadable.",
             inputs=[
-                CritiqueType.Input("critique_data", tooltip="From a Critique Image / Critique Edit node"),
+                CritiqueType.Input("critique_data", display_name="critique",
+                                   tooltip="critique_data from a Critique Image / Critique Edit node"),
                 io.Combo.Input("source", display_name="phrases from", options=list(PHRASE_SOURCES), default="ask_critic",
                                tooltip="ask_critic: one short follow-up generation (needs the critic input). "
                                        "justifications: phrases picked from the critique text, no model call. "
                                        "typed: only the phrases typed below."),
-                io.String.Input("typed_phrases", multiline=True, default="",
+                io.String.Input("typed_phrases", display_name="your phrases", multiline=True, default="",
                                 tooltip="Your own phrases, one per line; added to the others (or used alone with "
                                         "source 'typed')."),
-                io.Int.Input("max_regions", default=4, min=1, max=16,
+                io.Int.Input("max_regions", display_name="max regions", default=4, min=1, max=16,
                              tooltip="At most this many phrases from the critique, most severe first"),
                 io.Float.Input("score_below", display_name="fix scores below", default=3.5, min=1.0, max=4.01, step=0.25,
                                tooltip="Only dimensions scoring below this count as defects (4 = no problem). "
@@ -139,13 +142,17 @@ class DefectPhrases(io.ComfyNode):
                 io.Int.Input("index", display_name="image in batch", default=0, min=0, max=4095,
                              tooltip="Which critique of a batch to use (0 = the first image)"),
                 CriticType.Input("critic", optional=True,
-                                 tooltip="The critic that wrote the critique; needed for source 'ask_critic'"),
-                io.Int.Input("max_new_tokens", default=256, min=16, max=2048, step=16,
-                             tooltip="Token budget of the follow-up answer"),
-                io.Float.Input("temperature", default=0.0, min=0.0, max=2.0, step=0.05,
-                               tooltip="Follow-up sampling temperature (0 = greedy, best for a strict format)"),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, control_after_generate=False,
-                             tooltip="Seed for sampling the follow-up (a local generator)"),
+                                 tooltip="The critic that wrote the critique; needed when 'phrases from' is ask_critic"),
+                io.Int.Input("max_new_tokens", display_name="max answer length (tokens)", default=256, min=16,
+                             max=2048, step=16, tooltip="The longest follow-up answer the critic may write, in tokens"),
+                io.Float.Input("temperature", display_name="randomness (temperature)", default=0.0, min=0.0, max=2.0,
+                               step=0.05,
+                               tooltip="How freely the critic picks its words in the follow-up: 0 (default) always "
+                                       "gives the same answer, best for its strict format"),
+                io.Int.Input("seed", display_name="critique seed", default=0, min=0, max=0xFFFFFFFF,
+                             control_after_generate=False,
+                             tooltip="Seed of the follow-up's sampling, not of your generator (its own random "
+                                     "generator, never ComfyUI's)"),
             ],
             outputs=[
                 io.String.Output(display_name="phrases", tooltip="One phrase per line: connect to Localise Defects"),
@@ -158,12 +165,12 @@ class DefectPhrases(io.ComfyNode):
     @classmethod
     def execute(cls, critique_data, source: str, typed_phrases: str, max_regions: int, score_below: float,
                 index: int, max_new_tokens: int, temperature: float, seed: int, critic=None) -> io.NodeOutput:
-        node = "RR Defect Phrases"
+        node = "Defect Phrases"
         require_critiques(critique_data, node)
         if index >= len(critique_data):
-            raise fail(node, f"index {index} is out of range: the critique batch has {len(critique_data)} item(s)")
+            raise fail(node, f"'image in batch' {index} is out of range: the critique batch has {len(critique_data)} item(s)")
         if source not in PHRASE_SOURCES:
-            raise fail(node, f"source must be one of {PHRASE_SOURCES}")
+            raise fail(node, f"'phrases from' must be one of {PHRASE_SOURCES}")
         options = GenerationOptions(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
         pick = pick_phrases(critique_data.critiques[index], critique_data.prompts[index], source, typed_phrases,
                             max_regions=max_regions, score_below=score_below,
@@ -176,8 +183,8 @@ class DefectPhrases(io.ComfyNode):
     def _ask(node: str, critic, data: CritiqueSet, index: int, max_regions: int, options: GenerationOptions,
              notes: list[str]) -> PhraseResult | None:
         if critic is None:
-            raise fail(node, "source 'ask_critic' needs the critic input: connect the critic that wrote the "
-                             "critique, or choose source 'justifications'")
+            raise fail(node, "'phrases from' ask_critic needs the critic input: connect the critic that wrote the "
+                             "critique, or set 'phrases from' to justifications")
         handle = check_critic(critic, node)
         if data.images is None:
             notes.append("critique_data carries no image to show the critic; phrases come from the justifications")
@@ -202,7 +209,8 @@ class LocaliseDefects(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_LocaliseDefects",
-            display_name="Localise Defects (RationalRewards)",
+            **naming("Localise Defects", "inpaint", "mask flaws", "segment", "detect", "fix hands",
+                     shown=("inpaint mask",)),
             category=CATEGORY + "/localise",
             description="Finds each phrase in the image with GroundingDINO and segments the boxes with SAM: an "
                         "inpainting MASK, the boxes as JSON, and a preview. Nothing found gives an all-zero mask "
@@ -217,9 +225,9 @@ class LocaliseDefects(io.ComfyNode):
                                tooltip="Keep a box when its best-matching word beats this probability"),
                 io.Float.Input("text_threshold", display_name="phrase match", default=0.25, min=0.0, max=1.0, step=0.01,
                                tooltip="...and its phrase's words average at least this"),
-                io.Int.Input("max_regions", default=4, min=1, max=64,
+                io.Int.Input("max_regions", display_name="max regions", default=4, min=1, max=64,
                              tooltip="At most this many boxes per image, best first"),
-                io.Combo.Input("mask_mode", options=list(MASK_MODES), default="union",
+                io.Combo.Input("mask_mode", display_name="masks", options=list(MASK_MODES), default="union",
                                tooltip="union: one mask per image. per_phrase: one mask per phrase, image-major "
                                        "(images x phrases masks; an image batch of empty masks when no phrase)"),
                 io.Int.Input("grow", default=8, min=-256, max=256,
@@ -247,11 +255,11 @@ class LocaliseDefects(io.ComfyNode):
     @classmethod
     def execute(cls, grounding, image, phrases: str, box_threshold: float, text_threshold: float, max_regions: int,
                 mask_mode: str, grow: int, feather: int, multimask: str, resolution: int) -> io.NodeOutput:
-        node = "RR Localise Defects"
+        node = "Localise Defects"
         if not isinstance(grounding, GroundingModels):
-            raise fail(node, "the grounding input is not RR_GROUNDING; connect Load Grounding Models")
+            raise fail(node, "the grounding input is not from Load Grounding Models; connect its grounding output")
         if mask_mode not in MASK_MODES:
-            raise fail(node, f"mask_mode must be one of {MASK_MODES}")
+            raise fail(node, f"'masks' must be one of {MASK_MODES}")
         try:
             options = LocaliseOptions(box_threshold, text_threshold, max_regions, multimask, grow, feather,
                                       resolution or None)
@@ -281,7 +289,7 @@ class LocaliseDefects(io.ComfyNode):
             found = ", ".join(f"{d.phrase} ({d.score:.2f})" for d in r.detections) or "nothing"
             lines.append(f"image {i}: found {found}" + "".join(f"\n  {w_}" for w_ in r.warnings))
         if texts and regions == 0:
-            lines.insert(0, "NOTHING FOUND: the mask is all zero (lower box_threshold, or rephrase)")
-            log.warning("RR Localise Defects: nothing found for %s", texts)
+            lines.insert(0, "NOTHING FOUND: the mask is all zero (lower 'box confidence', or rephrase)")
+            log.warning("Localise Defects: nothing found for %s", texts)
         boxes = json.dumps([dict(r.to_dict(), image=i) for i, r in enumerate(results)], indent=2)
         return io.NodeOutput(mask.float().contiguous(), previews, boxes, "\n".join(lines), regions)

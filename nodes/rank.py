@@ -12,10 +12,10 @@ from ..models.judging.rubric import Task
 from ..models.judging.rules import DEFAULT_DECISION
 from ..models.critic.tournament import max_comparisons, pairwise_rank
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, check_decision, CriticType, CritiqueSet, CritiqueType,
-                     decision_input, fail, generating, generation_inputs, options_from, to_pil_list, user_errors,
-                     weights_input)
+                     decision_input, fail, generating, generation_inputs, naming, options_from, to_pil_list,
+                     user_errors, weights_input)
 
-NODE = "RR Rank"
+NODE = "Rank Images"
 
 
 class Rank(io.ComfyNode):
@@ -23,7 +23,8 @@ class Rank(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_Rank",
-            display_name="Rank Images (RationalRewards)",
+            **naming("Rank Images", "pick best", "select best", "sort by score", "quality",
+                     shown=("best of N", "score")),
             category=CATEGORY,
             description="Critiques every image of a batch against the prompt and sorts the batch by overall "
                         "score, best first (best-of-N). Connect 'source' to rank edits of one image. Unreadable "
@@ -42,12 +43,14 @@ class Rank(io.ComfyNode):
                                        "One source for all candidates, or one per candidate."),
                 weights_input(),
                 *generation_inputs(),
-                io.Combo.Input("mode", options=["pointwise", "pairwise"], default="pointwise", optional=True,
-                               tooltip="pointwise: critique each image and sort by overall score. pairwise: compare "
+                io.Combo.Input("mode", display_name="rank by", options=["pointwise", "pairwise"], default="pointwise",
+                               optional=True,
+                               tooltip="pointwise: critique each image alone and sort by overall score. pairwise: compare "
                                        "images two at a time in a merge tournament (at most N*log2(N) comparisons; "
                                        "the critic is strongest at comparing) and sort by the bracket; each image "
                                        "gets a Bradley-Terry score. The seed also shuffles the bracket."),
-                io.Boolean.Input("both_orders", default=False, optional=True,
+                io.Boolean.Input("both_orders", display_name="judge both orders (A/B and B/A)", default=False,
+                                 optional=True,
                                  tooltip="pairwise mode: judge every pair as A/B and as B/A and average the two "
                                          "verdicts (cancels position bias; twice the comparisons)"),
                 decision_input("pairwise mode: how each comparison picks its winner (as in Compare Images). "),

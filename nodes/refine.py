@@ -5,9 +5,9 @@ from comfy_api.latest import io
 
 from ..models.judging.ranking import rank
 from ..models.judging.refine import MODES, refine
-from .common import CATEGORY, CritiqueType, require_critiques
+from .common import CATEGORY, CritiqueType, naming, require_critiques
 
-NODE = "RR Refine Prompt"
+NODE = "Refine Prompt"
 
 
 def mode_input() -> io.Combo.Input:
@@ -27,7 +27,8 @@ class RefinePrompt(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_RefinePrompt",
-            display_name="Refine Prompt (RationalRewards)",
+            **naming("Refine Prompt", "prompt enhancer", "rewrite prompt", "better prompt",
+                     shown=("improve",)),
             category=CATEGORY,
             description="The next prompt from a critique. Without a refined request in the critique, the "
                         "original prompt comes back and 'note' says why.",

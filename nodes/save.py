@@ -9,9 +9,9 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..models.judging.saved import PNG_KEY, critique_record, record_json
-from .common import CATEGORY, CritiqueType, fail, require_critiques
+from .common import CATEGORY, CritiqueType, fail, naming, require_critiques
 
-NODE = "RR Save Critique"
+NODE = "Save Critique"
 
 
 class SaveCritique(io.ComfyNode):
@@ -19,7 +19,7 @@ class SaveCritique(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_SaveCritique",
-            display_name="Save Critique (RationalRewards)",
+            **naming("Save Critique", "save image with score", "save scores", "metadata"),
             category=CATEGORY,
             description="Saves each critiqued image to ComfyUI's output folder the way Save Image does (the "
                         "workflow in the PNG, unless ComfyUI runs with --disable-metadata), adds the critique to "

@@ -6,10 +6,10 @@ from comfy_api.latest import io
 from ..models.errors import RationalRewardsError
 from ..models.runtime.checkpoints import AUTO_MAX_PIXELS, RR_TRAINED_MAX_PIXELS
 from ..models.runtime.factory import ServerSpec, build_critic
-from .common import CATEGORY, CriticType, fail, template_dirs
+from .common import CATEGORY, CriticType, fail, naming, template_dirs
 from .residency import CriticHandle
 
-NODE = "RR Connect to Critic Server"
+NODE = "Connect to Critic Server"
 
 
 class ServerCritic(io.ComfyNode):
@@ -17,7 +17,7 @@ class ServerCritic(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_ServerCritic",
-            display_name="Connect to Critic Server",
+            **naming("Connect to Critic Server", "vLLM", "OpenAI API", "remote critic", "reward model server"),
             category=CATEGORY,
             description="Uses a critic served over an OpenAI-compatible API (vllm serve, transformers serve or a "
                         "hosted API) instead of loading it into ComfyUI. Checks the server and model on connect.",

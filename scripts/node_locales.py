@@ -13,7 +13,9 @@ import sys
 
 
 def node_defs(object_info: dict, prefix: str = "RR_") -> dict:
-    """``{node: {"display_name", "inputs": {input: {"name"}}}}`` for the pack's nodes."""
+    """``{node: {"inputs": {input: {"name"}}}}`` for the pack's nodes. No node ``display_name``: a locale's
+    would override the server's, and the server words it for the ComfyUI it runs in (the search words join
+    the name where that ComfyUI has no search aliases: ``nodes/common.naming``)."""
     out = {}
     for node_id, info in sorted(object_info.items()):
         if not node_id.startswith(prefix):
@@ -24,7 +26,8 @@ def node_defs(object_info: dict, prefix: str = "RR_") -> dict:
                 shown = (spec[1] if len(spec) > 1 else {}).get("display_name")
                 if shown and shown != name:
                     inputs[name] = {"name": shown}
-        out[node_id] = {"display_name": info["display_name"], **({"inputs": inputs} if inputs else {})}
+        if inputs:
+            out[node_id] = {"inputs": inputs}
     return out
 
 

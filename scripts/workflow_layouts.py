@@ -2,6 +2,8 @@
 each part. ``python -m scripts.workflow_format URL tests/workflows/X.api.json workflows/X.json``
 combines a twin with its layout here into the UI file.
 
+``title`` is the UI file's name in workflows/: ComfyUI's Templates browser shows a pack's template by
+its file name and its thumbnail ``<title>.jpg`` beside it, in file-name order (so the starter is 1.).
 Boxes are ``[x, y, width, height]`` of the node body (its title bar sits 30 px above ``y``). Each
 workflow reads left to right, one group per step, and a note beside what it explains.
 """
@@ -14,7 +16,7 @@ CRITIC_NOTE = """### The critic
 
 `hf download TIGER-Lab/RationalRewards-8B-T2I --local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-T2I`
 
-or switch on *download if missing*. It needs about 17.5 GB of free VRAM in bf16; on a 12-16 GB card set *quantization* to int8 (about 10.7 GB) or 4bit (about 7.3 GB; needs bitsandbytes), or run it from RAM on the CPU (slow). It shares the GPU with your generator: ComfyUI swaps them.
+or switch on *download if missing*. It needs about 17.5 GB of free VRAM in bf16; on a 12-16 GB card set *quantize weights* to int8 (about 10.7 GB) or 4bit (about 7.3 GB; needs bitsandbytes), or run it from RAM on the CPU (slow). It shares the GPU with your generator: ComfyUI swaps them.
 
 **First run:** loading takes a while; with *decoding speed mode* = auto on a CUDA GPU the first critique also compiles for a minute or more (the node shows what it is doing). Pick *plain* to skip compiling when you judge only a few images."""
 
@@ -23,19 +25,25 @@ After a run the node shows a **card**: one bar per dimension (1-4; 4 = no proble
 
 Scores that could not be read say *unreadable*; Text Rendering is *N/A* when the prompt asks for no text. The outputs (scores, critique text, refined prompt) can be wired into other nodes."""
 
+def ui_file(name: str) -> str:
+    """workflows/ file name (without .json) of the twin ``name``: its title in the Templates browser."""
+    return LAYOUTS[name]["title"]
+
+
 LAYOUTS: dict[str, dict] = {
     # ---------------------------------------------------------------------------------------------
     "critique_my_image": {
+        "title": "1. Critique my image (start here)",
         "nodes": {"1": [40, 120, 360, 460], "2": [460, 120, 400, 390], "3": [920, 480, 480, 470]},
         "notes": [
             {"id": 10, "title": "Start here", "box": [40, -230, 1360, 150], "text": (
                 "## Critique my image\n"
                 "Judges a picture you already have: no generator model needed. **1** load the image, **2** pick "
-                "the critic, **3** type the prompt the image was made from, then **Queue**. The critique appears "
+                "the critic, **3** type the prompt the image was made from, then **Run**. The critique appears "
                 "on the Critique Image node.")},
             {"id": 11, "box": [40, 630, 360, 250], "text": (
                 "### Your image\nClick *choose file to upload* or drop an image here. Any size works: the critic "
-                "scales large images down (see *max image pixels* on the loader).")},
+                "scales large images down to the size it was trained on (*max image pixels* = -1 on the loader).")},
             {"id": 12, "box": [460, 560, 400, 420], "text": CRITIC_NOTE},
             {"id": 13, "box": [920, 120, 480, 300], "text": (
                 "### Critique\nType the **prompt the image was made from** (what it should show): the critic "
@@ -47,6 +55,7 @@ LAYOUTS: dict[str, dict] = {
     },
     # ---------------------------------------------------------------------------------------------
     "critique_generated_image": {
+        "title": "2. Generate and critique",
         "nodes": {"1": [40, 120, 340, 100], "2": [40, 270, 340, 200], "4": [40, 520, 340, 130],
                   "3": [420, 120, 300, 60], "5": [420, 230, 300, 110], "6": [760, 120, 320, 480],
                   "7": [760, 650, 320, 50], "8": [1180, 120, 400, 390], "9": [1640, 440, 480, 470],
@@ -75,6 +84,7 @@ LAYOUTS: dict[str, dict] = {
     },
     # ---------------------------------------------------------------------------------------------
     "rank_batch": {
+        "title": "3. Best of N (rank a batch)",
         "nodes": {"1": [40, 120, 340, 100], "2": [40, 270, 340, 200], "4": [40, 520, 340, 130],
                   "3": [420, 120, 300, 60], "5": [420, 230, 300, 110], "6": [760, 120, 320, 480],
                   "7": [760, 650, 320, 50], "8": [1180, 120, 400, 390], "9": [1640, 380, 520, 520],
@@ -103,6 +113,7 @@ LAYOUTS: dict[str, dict] = {
     },
     # ---------------------------------------------------------------------------------------------
     "t2i_refine_loop": {
+        "title": "4. Refine loop (text to image)",
         "nodes": {"1": [40, 120, 340, 100], "4": [40, 270, 340, 130], "2": [440, 120, 380, 260],
                   "3": [880, 120, 300, 60], "5": [880, 230, 300, 110], "6": [1220, 120, 320, 480],
                   "7": [1220, 650, 320, 50], "8": [40, 800, 400, 390], "9": [880, 1040, 480, 470],
@@ -139,6 +150,7 @@ LAYOUTS: dict[str, dict] = {
     },
     # ---------------------------------------------------------------------------------------------
     "edit_refine_loop": {
+        "title": "5. Refine loop (image edit)",
         "nodes": {"1": [40, 120, 340, 100], "5": [40, 270, 340, 130], "2": [40, 460, 340, 420],
                   "3": [440, 120, 380, 260], "4": [880, 120, 300, 60], "6": [880, 230, 300, 60],
                   "7": [1220, 120, 320, 480], "8": [1220, 650, 320, 50], "9": [440, 960, 400, 390],
@@ -180,6 +192,7 @@ LAYOUTS: dict[str, dict] = {
     },
     # ---------------------------------------------------------------------------------------------
     "critique_localise_inpaint": {
+        "title": "6. Find the flaws and inpaint them",
         "nodes": {"1": [40, 120, 340, 100], "2": [40, 270, 340, 200], "4": [40, 520, 340, 130],
                   "3": [420, 120, 300, 60], "5": [420, 230, 300, 110], "6": [760, 120, 320, 480],
                   "7": [760, 650, 320, 50],

@@ -96,8 +96,11 @@ def models_dir(_model_build, comfy_base_dir) -> ModelsDir:
 
 @pytest.fixture(scope="session")
 def comfy_server(comfy_base_dir, _model_build, request):
-    """A running ComfyUI with this pack and the tiny models; yields a ComfyClient."""
-    server = ComfyServer(comfy_base_dir, session_log_path(ARTIFACTS_DIR))
+    """A running ComfyUI with this pack and the tiny models; yields a ComfyClient. ``RR_FRONTEND_ROOT``
+    serves another frontend (the ``static`` folder of a ``comfyui-frontend-package`` wheel)."""
+    frontend = os.environ.get("RR_FRONTEND_ROOT")
+    server = ComfyServer(comfy_base_dir, session_log_path(ARTIFACTS_DIR),
+                         extra_args=("--front-end-root", frontend) if frontend else ())
     try:
         server.start(timeout=120)  # the model build runs meanwhile
         models = request.getfixturevalue("models_dir")

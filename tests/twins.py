@@ -22,7 +22,9 @@ def load_twin(name: str) -> dict:
 
 
 def load_ui(name: str) -> dict:
-    return json.loads((UI_DIR / f"{name}.json").read_text())
+    """The UI file of twin ``name`` (named by its title in the Templates browser)."""
+    from scripts.workflow_layouts import ui_file
+    return json.loads((UI_DIR / f"{ui_file(name)}.json").read_text())
 
 
 def for_tests(api: dict, models, seed: int, *, image: str | None = None, max_new_tokens: int = 48,

@@ -13,8 +13,8 @@ const MARGIN = 10;  // the frontend's default DOM widget margin, above and below
 
 // node id -> (ui payload -> card element)
 const CARDS = {
-    RR_CritiqueImage: (out) => out.rr_critiques && renderCritiques(out.rr_critiques),
-    RR_CritiqueEdit: (out) => out.rr_critiques && renderCritiques(out.rr_critiques),
+    RR_CritiqueImage: (out) => out.rr_critiques && renderCritiques(out.rr_critiques, out.rr_images, imageUrl),
+    RR_CritiqueEdit: (out) => out.rr_critiques && renderCritiques(out.rr_critiques, out.rr_images, imageUrl),
     RR_Compare: (out) => out.rr_compare && renderCompare(out.rr_compare, out.images, imageUrl),
     RR_Rank: (out) => out.rr_rank && renderRank(out.rr_rank, out.images, imageUrl),
     RR_RefineLoopEnd: (out) => out.rr_loop && renderLoop(out.rr_loop),
@@ -64,6 +64,16 @@ function showCard(node, card) {
     const host = widget.element;
     host.rrHeight = height;
     host.replaceChildren(card);
+    fit(node, width);
+    // opening a justification or a raw answer grows the card: grow the node with it (up to the cap;
+    // beyond it the card scrolls) so nothing is pushed past the node's edge
+    card.addEventListener("toggle", () => {
+        host.rrHeight = Math.max(host.rrHeight, Math.min(MAX_HEIGHT, card.scrollHeight + 2 * MARGIN + 4));
+        fit(node, node.size[0]);
+    }, true);
+}
+
+function fit(node, width) {
     const min = node.computeSize();
     node.setSize([Math.max(width, min[0]), Math.max(node.size[1], min[1])]);
     node.setDirtyCanvas?.(true, true);

@@ -93,13 +93,22 @@ export function copyButton(text, label = "Copy") {
     return button;
 }
 
-function warningsBlock(warnings) {
-    if (!warnings || !warnings.length) return null;
+/** The parser's warnings; for an answer it could not fully read, the node's one line of advice and
+ *  what the critic actually wrote (collapsed), so an unreadable score is never a dead end. */
+function warningsBlock(warnings, advice, raw) {
+    const hasRaw = typeof raw === "string";
+    if ((!warnings || !warnings.length) && !advice && !hasRaw) return null;
     const box = el("div", "rr-warnings");
     box.setAttribute("role", "alert");
     append(box, el("div", "rr-warnings-title", "Could not read everything"));
     const list = append(box, el("ul")).lastChild;
-    for (const w of warnings) append(list, el("li", "rr-warning", w));
+    for (const w of warnings || []) append(list, el("li", "rr-warning", w));
+    if (advice) append(box, el("div", "rr-advice", advice));
+    if (hasRaw) {
+        const details = append(box, el("details", "rr-raw")).lastChild;
+        append(details, el("summary", null, "What the critic wrote"),
+               el("pre", "rr-raw-text", raw || "(nothing)"));
+    }
     return box;
 }
 
@@ -132,7 +141,7 @@ export function critiqueView(c) {
     const labels = c.labels;
     const root = el("div", "rr-critique");
     root.dataset.task = c.task || "";
-    append(root, warningsBlock(c.warnings));
+    append(root, warningsBlock(c.warnings, c.advice, c.raw));
     const dims = append(root, el("div", "rr-dims")).lastChild;
     for (const d of c.dimensions || []) {
         const row = append(dims, el("div", "rr-dim")).lastChild;
@@ -145,8 +154,10 @@ export function critiqueView(c) {
     }
     const overall = append(root, el("div", "rr-overall-row")).lastChild;
     const head = append(overall, el("div", "rr-row")).lastChild;
-    append(head, el("span", "rr-label", "Overall (0–1)"), el("span", "rr-overall", overallText(c.overall, labels)));
-    append(overall, overallBar(c.overall));
+    const overallLabel = el("span", "rr-label", "Overall (0–1)");
+    overallLabel.title = "The mean of the dimension scores that apply, moved from the 1–4 scale to 0–1: (mean − 1) / 3";
+    append(head, overallLabel, el("span", "rr-overall", overallText(c.overall, labels)));
+    append(overall, overallBar(c.overall), el("div", "rr-hint", "the 1–4 scores above, averaged and rescaled to 0–1"));
     append(root, textSection("rr-summary", "Summary", c.summary),
            textSection("rr-comments", "Refinement comments", c.refinement_comments),
            refinedBlock(c.refined_request));
@@ -160,11 +171,24 @@ function cardShell(kind, title) {
     return card;
 }
 
-/** RR_CritiqueImage / RR_CritiqueEdit: one section per critiqued image. */
-export function renderCritiques(list) {
+/** A small picture of the judged image, so the card says which image it is about. */
+function judgedThumb(ref, imageUrl, alt) {
+    if (!ref || !imageUrl) return null;
+    const img = el("img", "rr-judged");
+    img.alt = alt;
+    img.src = imageUrl(ref);
+    img.dataset.filename = ref.filename;
+    return img;
+}
+
+/** RR_CritiqueImage / RR_CritiqueEdit: one section per critiqued image, with its thumbnail. */
+export function renderCritiques(list, images, imageUrl) {
     const card = cardShell("critique", list.length > 1 ? `Critique · ${list.length} images` : "Critique");
     list.forEach((c, i) => {
-        if (list.length > 1) append(card, el("div", "rr-subtitle", `Image ${i + 1}`));
+        const head = el("div", "rr-critique-head");
+        append(head, judgedThumb((images || [])[i], imageUrl, `judged image ${i + 1}`),
+               list.length > 1 ? el("div", "rr-subtitle", `Image ${i + 1}`) : null);
+        if (head.childNodes.length) append(card, head);
         append(card, critiqueView(c));
     });
     return card;
@@ -184,7 +208,7 @@ export function renderCompare(list, images, imageUrl) {
     list.forEach((p, n) => {
         const root = append(card, el("div", "rr-compare")).lastChild;
         root.dataset.winner = p.winner;
-        append(root, warningsBlock(p.warnings));
+        append(root, warningsBlock(p.warnings, p.advice, p.raw));
         const refs = (images || []).slice(2 * n, 2 * n + 2);      // the node sends A then B
         if (refs.length === 2) {
             const grid = append(root, el("div", "rr-thumbs rr-compare-thumbs")).lastChild;
@@ -238,7 +262,12 @@ export function renderRank(list, images, imageUrl) {
     let offset = 0;
     for (const r of list) {
         const rows = r.rows || [];
-        const grid = append(card, el("div", "rr-thumbs")).lastChild;
+        if (r.clear_best === false) {
+            append(card, el("div", "rr-note rr-rank-tie",
+                            "No single best: the top scores tie (or could not be read), so the order keeps the input order."));
+        }
+        const grid = append(card, el("div", "rr-thumbs rr-rank-thumbs")).lastChild;
+        if (r.clear_best !== false) grid.classList.add("rr-has-best");
         const details = el("div", "rr-rank-details");
         rows.forEach((row, i) => {
             const crit = (r.critiques || [])[i];

@@ -92,6 +92,17 @@ class AnswerScript:
         return None
 
     @classmethod
+    def from_text(cls, text: str) -> "AnswerScript":
+        """What the Replay node takes: a pasted critique (plain text) answers every prompt; text that starts
+        like JSON (``[``, ``{`` or ``"``) is a list of rules (:meth:`from_json`); empty text scripts nothing."""
+        stripped = (text or "").strip()
+        if not stripped:
+            return cls(())
+        if stripped[0] in '[{"':
+            return cls.from_json(stripped)
+        return cls((Rule(answer=stripped),))
+
+    @classmethod
     def from_json(cls, text: str) -> "AnswerScript":
         """A JSON list of ``{"answer": ..., "when_request_contains": ..., "task": ..., "mode": ...}``
         (a single object or a bare string is accepted too)."""
@@ -99,7 +110,8 @@ class AnswerScript:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"script is not valid JSON ({e.msg} at line {e.lineno}); expected a list of "
-                             '{"answer": "...", "when_request_contains": "..."} objects') from None
+                             '{"answer": "...", "when_request_contains": "..."} objects, or paste the critique '
+                             "text alone (not starting with [ or {) to answer every prompt with it") from None
         if isinstance(data, (str, dict)):
             data = [data]
         if not isinstance(data, list):

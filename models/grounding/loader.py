@@ -93,7 +93,7 @@ def find_bert_tokenizer(search_dirs: Sequence[str | Path], allow_download: bool 
             "original GroundingDINO checkpoints need the bert-base-uncased tokenizer, and none is on disk. Put "
             f"vocab.txt (or tokenizer.json) into {target or '<models>/grounding-dino/' + BERT_FOLDER}, e.g. "
             f"hf download {BERT_HUB_IDS[0]} vocab.txt tokenizer.json tokenizer_config.json "
-            f"--local-dir \"{target}\", or turn on 'allow download'")
+            f"--local-dir \"{target}\", or turn on 'download if missing'")
     from huggingface_hub import snapshot_download
     snapshot_download(BERT_HUB_IDS[0], allow_patterns=list(BERT_FILES), local_dir=str(target))
     return load_bert_tokenizer(target)

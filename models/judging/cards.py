@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from typing import Any, Sequence
 
@@ -29,9 +30,29 @@ def card_labels() -> dict[str, str]:
             "overall": score_label(None, ScoreStatus.MISSING)}
 
 
+def unreadable_advice(raw: str, warnings: Sequence[str]) -> str:
+    """One line of what to try when part of an answer could not be read (shown under the card's warnings)."""
+    if not raw.strip():
+        return ("The critic wrote nothing: check that 'critic model' is a RationalRewards checkpoint (or that the "
+                "server answers), then run again.")
+    if any("<think>" in w for w in warnings):
+        return "The answer was cut off while the critic was thinking: raise 'max answer length (tokens)'."
+    if "score" not in raw.lower():
+        return ("The critic did not answer in the critique layout: use a RationalRewards checkpoint (an untrained "
+                "model or an edited template may answer freely), or set 'randomness (temperature)' to 0.")
+    return ("Part of the answer could not be read: if it stops mid-sentence, raise 'max answer length (tokens)'; "
+            "otherwise set 'randomness (temperature)' to 0 and run again.")
+
+
+def _answer_fields(raw: str, warnings: Sequence[str], readable: bool) -> dict[str, Any]:
+    """The raw answer and the advice for an answer that could not be fully read; nothing extra otherwise."""
+    return {"raw": None} if readable else {"raw": raw, "advice": unreadable_advice(raw, warnings)}
+
+
 def critique_entry(critique: Critique, weights: Weights = "equal", prompt: str | None = None) -> dict[str, Any]:
-    """One pointwise critique as the card shows it (``Critique.to_dict`` without the raw answer)."""
-    entry = critique.to_dict(weights) | {"raw": None}
+    """One pointwise critique as the card shows it (``Critique.to_dict``; the raw answer and one line of
+    advice only when a score could not be read, so the card can show what the critic actually wrote)."""
+    entry = critique.to_dict(weights) | _answer_fields(critique.raw, critique.warnings, critique.complete)
     if prompt is not None:
         entry["prompt"] = prompt
     return entry | {"labels": card_labels()}
@@ -48,13 +69,26 @@ def compare_data(result: PairwiseCritique, prompt: str, rule: str | None = None)
 
 
 def compare_card(result: PairwiseCritique, prompt: str, rule: str | None = None) -> dict:
-    """``ui`` of Compare (the node adds the A/B thumbnails)."""
-    return {"rr_compare": [compare_data(result, prompt, rule) | {"labels": card_labels()}]}
+    """``ui`` of Compare (the node adds the A/B thumbnails; the raw answer and advice when a score is unreadable)."""
+    readable = all(s is not None and s.status is not ScoreStatus.MISSING
+                   for d in result.dimensions.values() for s in (d.a, d.b))
+    return {"rr_compare": [compare_data(result, prompt, rule) | _answer_fields(result.raw, result.warnings, readable)
+                           | {"labels": card_labels()}]}
+
+
+def clear_best(ranked: Sequence[Ranked]) -> bool:
+    """Whether the first candidate scored strictly better than the second (a tie, or no readable score,
+    has no single best: the order then only keeps the input order)."""
+    if len(ranked) < 2:
+        return len(ranked) == 1 and not math.isnan(ranked[0].overall)
+    first, second = ranked[0].overall, ranked[1].overall
+    return not math.isnan(first) and (math.isnan(second) or first > second)
 
 
 def rank_card(ranked: Sequence[Ranked], rows: list[dict], prompt: str, weights: Weights = "equal") -> dict:
-    """``ui`` of Rank: the table rows (best first) and each candidate's critique, in the same order."""
-    return {"rr_rank": [{"prompt": prompt, "rows": rows,
+    """``ui`` of Rank: the table rows (best first), each candidate's critique in the same order, and
+    whether there is a single best (``clear_best``: the card outlines #1 only then)."""
+    return {"rr_rank": [{"prompt": prompt, "rows": rows, "clear_best": clear_best(ranked),
                          "critiques": [critique_entry(r.critique, weights) for r in ranked],
                          "labels": card_labels()}]}
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Callable, Sequence
 from ..errors import RationalRewardsError
+from .misplaced import misplaced
 
 KNOWN_CRITICS = (
     "TIGER-Lab/RationalRewards-8B-T2I",
@@ -90,6 +91,13 @@ def resolve_model(name: str, search_dirs: Sequence[str | Path], *, what: str = "
         for candidate in dict.fromkeys((Path(root) / name, Path(root) / local_folder_name(name))):
             if is_model(candidate, files):
                 return candidate
+    folder = local_folder_name(name)
+    fetch = (f"hf download {name} --local-dir \"{Path(search_dirs[0]) / folder}\"" if is_hf_id(name) and search_dirs
+             else "put the model's whole folder there")
+    downloading = allow_download and is_hf_id(name) and bool(search_dirs)   # resumes a half-done folder
+    problem = None if downloading else misplaced(name, search_dirs, folder, fetch)
+    if problem:
+        raise error(f"{what} {name!r} could not be loaded: {problem}")
     where = ", ".join(str(s) for s in search_dirs) or "(no model folder configured)"
     if not is_hf_id(name) or not search_dirs:
         kinds = "a folder with config.json and .safetensors weights" + (
@@ -97,7 +105,7 @@ def resolve_model(name: str, search_dirs: Sequence[str | Path], *, what: str = "
         raise error(f"{what} {name!r} not found in {where} (a model is {kinds})")
     target = Path(search_dirs[0]) / local_folder_name(name)
     if not allow_download:
-        raise error(f"{what} {name!r} is not on disk: expected it in {target}. Either turn on 'allow download', or "
+        raise error(f"{what} {name!r} is not on disk: expected it in {target}. Either turn on 'download if missing', or "
                     f"fetch it yourself: hf download {name} --local-dir \"{target}\"")
     return download(name, target, progress)
 

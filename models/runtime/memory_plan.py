@@ -332,11 +332,11 @@ def alternatives(shape: Shape, current: MemoryPlan, available: int, attention: s
             if q != current.quantization:
                 p = again(quantization=q)
                 if p.fits(available) and p.weights < current.weights:
-                    out.append(f"quantization {q} (~{gib(p.total)})")
+                    out.append(f"quantize weights {q} (~{gib(p.total)})")
     if current.batch > 1 and again(batch=1).fits(available):
-        out.append(f"batch_size 1 (~{gib(again(batch=1).total)})")
+        out.append(f"images per critic pass 1 (~{gib(again(batch=1).total)})")
     if current.image_pixels > 512 * 512 and again(image_pixels=512 * 512).fits(available):
-        out.append(f"max_pixels {512 * 512} (~{gib(again(image_pixels=512 * 512).total)})")
+        out.append(f"max image pixels {512 * 512} (~{gib(again(image_pixels=512 * 512).total)})")
     return out
 
 

@@ -55,8 +55,8 @@ def quantization_config(choice: str, compute_dtype):
     if choice == "none":
         return None
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise DependencyError(f"quantization {choice} needs the bitsandbytes package, which is not installed: "
-                              f"{BNB_HINT}; or choose quantization none")
+        raise DependencyError(f"quantize weights {choice} needs the bitsandbytes package, which is not installed: "
+                              f"{BNB_HINT}; or set quantize weights to none")
     from transformers import BitsAndBytesConfig
 
     if choice == "int8":

@@ -33,7 +33,7 @@ def _make_critics(args: argparse.Namespace) -> list:
     """The critic(s) the arguments ask for: one per ``--server`` URL, or one in-process checkpoint."""
     from ..critic.script import AnswerScript
 
-    script = AnswerScript.from_json(Path(args.replay).read_text(encoding="utf-8")) if args.replay else None
+    script = AnswerScript.from_text(Path(args.replay).read_text(encoding="utf-8")) if args.replay else None
     template_dirs = (args.template_dir,) if args.template_dir else ()
     if args.server:
         from ..runtime.factory import server_critics
@@ -175,8 +175,8 @@ def add_critic_arguments(c: argparse.ArgumentParser) -> None:
                         "RationalRewards), 0: the processor decides")
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--template-dir", default=None, help="folder whose template files override the shipped ones")
-    g.add_argument("--replay", default=None, help="JSON answer script (as the Replay Critique Answers node takes): "
-                                                  "matching requests get these answers")
+    g.add_argument("--replay", default=None, help="a file with a critique text (answers every request) or JSON "
+                                                  "rules, as the Replay Critique Answers node takes")
     g.add_argument("--max-new-tokens", type=int, default=2048)
     g.add_argument("--temperature", type=float, default=0.1)
     g.add_argument("--seed", type=int, default=0)

@@ -11,7 +11,8 @@ import json
 import pytest
 
 from tests.browser.conftest import SCREENSHOTS
-from tests.comfy_server import REPO_ROOT, Graph, outputs
+from tests.comfy_server import Graph, outputs
+from tests.twins import load_ui
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +114,7 @@ def ui_of(entry: dict, node_id: str, key: str) -> list:
 
 def shipped_workflow(name: str, models, prompt: str, seed: int, batch: int = 1) -> dict:
     """A UI workflow from workflows/ with the tiny models' names and a tiny image size."""
-    wf = json.loads((REPO_ROOT / "workflows" / name).read_text())
+    wf = load_ui(name.removesuffix(".json"))
     for n in wf["nodes"]:
         v = n.get("widgets_values")
         if n["type"] == "CheckpointLoaderSimple":
@@ -258,7 +259,7 @@ def test_critique_text_is_rendered_as_text_never_as_html(comfy_page, comfy_serve
     assert_critique_matches(shown, data)
     assert shown["dims"][2]["score"] == "unreadable" and shown["overall"] == "unreadable"
     card.evaluate("c => c.querySelectorAll('details').forEach(d => d.open = true)")
-    assert card.evaluate("c => c.querySelectorAll('img, script, b').length") == 0
+    assert card.evaluate("c => c.querySelectorAll('img:not(.rr-judged), script, b').length") == 0   # only the pack's own thumbnail
     # every image in the page has settled (an injected one's onerror would have fired by then)
     comfy_page.page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=15000)
     comfy_page.next_frames()
@@ -266,6 +267,54 @@ def test_critique_text_is_rendered_as_text_never_as_html(comfy_page, comfy_serve
     assert XSS_IMG in text and XSS_SCRIPT in text and "<b>bold</b>" in text
     assert comfy_page.page.evaluate("() => window.__pwned") is None
     comfy_page.screenshot("critique-card-escaped", crit.id)
+    assert not comfy_page.errors
+
+
+def test_an_unreadable_critique_shows_what_the_critic_wrote_and_one_line_of_advice(comfy_page, comfy_server,
+                                                                                   models_dir):
+    """Issue 22: a critique the parser cannot read is not a dead end: the card keeps the raw answer
+    (collapsed) and says what to try."""
+    seed = comfy_server.fresh_seed()
+    rambling = f"What a lovely picture of a fox {seed}! I would hang it on my wall."
+    g = Graph()
+    critic = replay_critic(g, models_dir, [{"answer": rambling, "when_request_contains": "lovely fox"}])
+    img = g.node("EmptyImage", width=64, height=64, batch_size=1, color=seed % 0xFFFFFF)
+    crit = g.node("RR_CritiqueImage", critic=critic, image=img, prompt=f"a lovely fox {seed}")
+    comfy_page.load_api(g.prompt())
+    entry = comfy_page.queue_and_wait()
+    [data] = ui_of(entry, crit.id, "rr_critiques")
+    assert all(d["status"] == "missing" for d in data["dimensions"]) and data["raw"] == rambling
+    assert data["advice"].startswith("The critic did not answer in the critique layout")
+
+    card = comfy_page.wait_card(crit.id, ".rr-raw")
+    thumb = card.evaluate("c => c.querySelector('img.rr-judged').dataset.filename")   # the judged image, shown
+    assert thumb == outputs(entry)[crit.id]["rr_images"][0]["filename"]
+    shown = card.evaluate("""c => ({advice: c.querySelector('.rr-advice').textContent,
+        open: c.querySelector('details.rr-raw').open, summary: c.querySelector('.rr-raw > summary').textContent,
+        raw: c.querySelector('.rr-raw-text').textContent})""")
+    assert shown == {"advice": data["advice"], "open": False, "summary": "What the critic wrote", "raw": rambling}
+    card.evaluate("c => c.querySelector('details.rr-raw').open = true")
+    comfy_page.screenshot("critique-card-unreadable", crit.id)
+    assert not comfy_page.errors
+
+
+def test_replay_with_a_pasted_critique_gives_the_parsed_card(comfy_page, comfy_server, models_dir):
+    """Replay Critique Answers takes the critique text itself (no JSON): it answers every prompt."""
+    seed = comfy_server.fresh_seed()
+    answer = pointwise("3.5", "2.75", "N/A", f"a red fox in deep snow {seed}")
+    g = Graph()
+    loader = g.node("RR_LoadCritic", checkpoint=models_dir.critic)
+    critic = g.node("RR_ReplayAnswers", critic=loader, script=answer)
+    img = g.node("EmptyImage", width=64, height=64, batch_size=1, color=seed % 0xFFFFFF)
+    crit = g.node("RR_CritiqueImage", critic=critic, image=img, prompt=f"any prompt at all {seed}")
+    comfy_page.load_api(g.prompt())
+    entry = comfy_page.queue_and_wait()
+    [data] = ui_of(entry, crit.id, "rr_critiques")
+    assert [d["score"] for d in data["dimensions"]] == [3.5, 2.75, None] and data["raw"] is None
+    card = comfy_page.wait_card(crit.id)
+    [shown] = card.evaluate(READ_CRITIQUES)
+    assert_critique_matches(shown, data)
+    assert card.evaluate("c => c.querySelector('.rr-raw, .rr-advice')") is None
     assert not comfy_page.errors
 
 

@@ -71,7 +71,7 @@ def test_status_shows_while_the_critic_loads_and_writes_and_the_bar_ends_with_th
     assert first_status < executed_at(crit.id)                 # the status came before the result
     # every status is a log line too
     log = comfy_server.log_tail(400)
-    assert "RR Load Critic: loading" in log and "RR Critique Image: writing the critique" in log
+    assert "Load Critic: loading" in log and "Critique Image: writing the critique" in log
 
     bar = [(e["detail"]["value"], e["detail"]["max"]) for e in events
            if e["kind"] == "progress" and str(e["detail"]["node"]) == crit.id]

@@ -60,10 +60,11 @@ def test_ui_workflow_and_api_twin_describe_the_same_graph(comfy_server, name):
 def test_workflows_folder_holds_only_ui_files_with_twins(comfy_server):
     templates = comfy_server.get("/api/workflow_templates").json()
     listed = sorted(next(v for k, v in templates.items() if "RationalRewards" in k))
-    assert listed == twin_names()
-    for name in listed:
+    from scripts.workflow_layouts import ui_file
+    assert listed == sorted(ui_file(n) for n in twin_names())
+    for name in twin_names():
         ui = load_ui(name)
-        assert "nodes" in ui and "links" in ui, f"workflows/{name}.json is not UI format"
+        assert "nodes" in ui and "links" in ui, f"workflows/{ui_file(name)}.json is not UI format"
 
 
 def test_critique_workflow_runs_through_the_real_model_and_marks_unparsed(comfy_server, models_dir):
@@ -206,28 +207,28 @@ def test_bad_inputs_are_clear_execution_errors_and_the_server_stays_up(comfy_ser
     common = dict(max_new_tokens=16, temperature=0.1, seed=0)
     if case == "empty_prompt":
         g.node("RR_CritiqueImage", critic=critic, image=img, prompt="   ", weights="equal", **common)
-        expect = ["RR Critique Image", "prompt is empty"]
+        expect = ["Critique Image:", "prompt is empty"]
     elif case == "one_pixel":
         tiny = g.node("EmptyImage", width=1, height=1, batch_size=1, color=seed % 0xFFFFFF)
         g.node("RR_CritiqueImage", critic=critic, image=tiny, prompt="a cat", weights="equal", **common)
-        expect = ["RR Critique Image", "1x1"]
+        expect = ["Critique Image:", "1x1"]
     elif case == "mismatched_batches":
         src = g.node("EmptyImage", width=64, height=64, batch_size=2, color=seed % 0xFFFFFF)
         edits = g.node("EmptyImage", width=64, height=64, batch_size=3, color=(seed + 1) % 0xFFFFFF)
         g.node("RR_CritiqueEdit", critic=critic, source=src, edited=edits, instruction="x", weights="equal", **common)
-        expect = ["RR Critique Edit", "2 source images for 3 images; give one, or one per image"]
+        expect = ["Critique Edit:", "2 source images for 3 images; give one, or one per image"]
     elif case == "compare_batch":
         two = g.node("EmptyImage", width=64, height=64, batch_size=2, color=seed % 0xFFFFFF)
         g.node("RR_Compare", critic=critic, image_a=two, image_b=img, prompt="a cat", **common)
-        expect = ["RR Compare", "single images"]
+        expect = ["Compare Two Images:", "single images"]
     elif case == "bad_script":
         replay = g.node("RR_ReplayAnswers", critic=critic, script="{not json " + str(seed))
         g.node("RR_CritiqueImage", critic=replay, image=img, prompt="a cat", weights="equal", **common)
-        expect = ["RR Replay Answers", "not valid JSON"]
+        expect = ["Replay Critique Answers:", "not valid JSON"]
     else:
         critic.inputs["custom_id"] = f"TIGER-Lab/NotDownloaded-{seed}"
         g.node("RR_CritiqueImage", critic=critic, image=img, prompt="a cat", weights="equal", **common)
-        expect = ["RR Load Critic", f"NotDownloaded-{seed}", "hf download", "allow download"]
+        expect = ["Load Critic", f"NotDownloaded-{seed}", "hf download", "download if missing"]
     err = _error(comfy_server, g)
     for text in expect:
         assert text in err["exception_message"], (text, err["exception_message"])

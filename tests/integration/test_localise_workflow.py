@@ -210,7 +210,7 @@ def test_user_errors_name_the_node_and_the_fix(comfy_server, models_dir, groundi
                  feather=0, multimask="best", resolution=0)
     g.node("PreviewAny", source=loc.out(3))
     err = execution_error(comfy_server.run(g, check=False))
-    assert "RR Load Grounding" in err["exception_message"]
+    assert "Load Grounding Models:" in err["exception_message"]
     assert "hf download IDEA-Research/grounding-dino-base" in err["exception_message"]
 
     g, _, crit = critique_graph(comfy_server, models_dir, SCRIPT)

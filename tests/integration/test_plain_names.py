@@ -138,7 +138,7 @@ def test_rank_with_a_source_judges_the_candidates_as_edits(comfy_server, models_
 def test_rank_refuses_a_source_batch_that_does_not_match(comfy_server, models_dir):
     g, _ = _rank_graph(models_dir, comfy_server.fresh_seed(), sources=2)
     err = execution_error(comfy_server.run(g, check=False, timeout=120))
-    assert err and "RR Rank" in err["exception_message"] and "2 source images for" in err["exception_message"]
+    assert err and "Rank Images:" in err["exception_message"] and "2 source images for" in err["exception_message"]
 
 
 def test_the_frontend_gets_the_plain_names_from_the_packs_locales(comfy_server):

@@ -105,4 +105,4 @@ def test_a_batch_that_does_not_match_the_critiques_is_a_clear_error(comfy_server
     g.node("RR_SaveCritique", critique_data=crit.out(6), images=other, filename_prefix="rr_save/bad",
            embed_workflow=True)
     err = execution_error(comfy_server.run(g, check=False, timeout=120))
-    assert err and "RR Save Critique" in err["exception_message"] and "2 images for 1 critiques" in err["exception_message"]
+    assert err and "Save Critique:" in err["exception_message"] and "2 images for 1 critiques" in err["exception_message"]

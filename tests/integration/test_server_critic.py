@@ -140,9 +140,9 @@ def test_server_errors_name_the_node_and_the_fix(comfy_server, case):
                 "engine_dead": "answered HTTP 503: engine is dead (tried 2 times)"}[case]
     assert expected in msg
     if case == "engine_dead":
-        assert err["node_id"] == crit.id and msg.startswith("RR Critique Image:")
+        assert err["node_id"] == crit.id and msg.startswith("Critique Image:")
     else:
-        assert err["node_id"] == critic.id and msg.startswith("RR Connect to Critic Server:")
+        assert err["node_id"] == critic.id and msg.startswith("Connect to Critic Server:")
     assert KEY not in json.dumps(entry)
     assert comfy_server.server.alive()
 

@@ -59,19 +59,42 @@ def test_rank_table_and_rows():
         "3 | 1 | unreadable | 4.000 | unreadable | 3.000"]
     [card] = rank_card(ranked, rows, "a fox")["rr_rank"]
     assert card["rows"] is rows and [c["dimensions"][0]["score"] for c in card["critiques"]] == [4.0, 2.0, 4.0]
-    assert card["labels"] == card_labels() and all(c["raw"] is None for c in card["critiques"])
+    assert card["labels"] == card_labels() and [c["raw"] is None for c in card["critiques"]] == [True, True, False]
+    assert card["critiques"][2]["raw"] == crits[1].raw and card["critiques"][2]["advice"]   # the unreadable one
 
 
 def test_critique_and_compare_payloads():
     c = crit(Task.EDIT, text_faithfulness=3, image_faithfulness=None, physical_quality=2, text_rendering="na")
     c.raw = "the model's whole answer"
     [entry] = critiques_card([c], ["make it night"], "rl_edit")["rr_critiques"]
-    assert entry == c.to_dict("rl_edit") | {"raw": None, "prompt": "make it night", "labels": card_labels()}
+    assert entry == c.to_dict("rl_edit") | {"raw": "the model's whole answer", "prompt": "make it night",
+                                            "labels": card_labels(), "advice": entry["advice"]}
+    assert entry["advice"].startswith("The critic did not answer in the critique layout")
+    readable = crit(text_faithfulness=3, physical_quality=2, text_rendering="na")
+    readable.raw = "the model's whole answer"
+    [entry] = critiques_card([readable], ["a fox"])["rr_critiques"]
+    assert entry == readable.to_dict() | {"raw": None, "prompt": "a fox", "labels": card_labels()}
     assert card_labels() == {"n/a": "N/A", "missing": "unreadable", "overall": "unreadable"}
     p = pair(text_faithfulness=(3, 2), physical_quality=(4, 4), text_rendering=("na", "na"))
     data = compare_data(p, "a fox")
     assert data["winner"] == "A" and data["prompt"] == "a fox" and data["raw"] is None and "labels" not in data
-    assert compare_card(p, "a fox") == {"rr_compare": [data | {"labels": card_labels()}]}
+    assert compare_card(p, "a fox") == {"rr_compare": [data | {"raw": None, "labels": card_labels()}]}
+    unreadable = pair(text_faithfulness=(3, 2), physical_quality=(4, "absent"), text_rendering=("na", "na"))
+    unreadable.raw = "## Text Faithfulness\nImage A Score: 3\n(the answer stops here"
+    [entry] = compare_card(unreadable, "a fox")["rr_compare"]
+    assert entry["raw"] == unreadable.raw and "max answer length (tokens)" in entry["advice"]
+
+
+@pytest.mark.parametrize("raw, warnings, says", [
+    ("", [], "The critic wrote nothing"),
+    ("<think>long reasoning", ["the answer stops inside its <think> reasoning block"], "cut off while"),
+    ("I like this picture a lot.", [], "did not answer in the critique layout"),
+    ("## Text Faithfulness\n### Score: 3\n## Physical", [], "Part of the answer could not be read"),
+])
+def test_the_advice_is_one_line_for_what_went_wrong(raw, warnings, says):
+    from rationalrewards.judging.cards import unreadable_advice
+    advice = unreadable_advice(raw, warnings)
+    assert says in advice and "\n" not in advice
 
 
 @pytest.mark.parametrize("before, after", [
@@ -105,3 +128,14 @@ def test_loop_payload():
     assert entry["statuses"][1] == {"text_faithfulness": "missing", "physical_quality": "ok", "text_rendering": "n/a"}
     assert entry["diffs"] == [None, word_diff("a red cat", "a red cat, sharp")]
     assert entry["labels"] == card_labels()
+
+
+def test_rank_card_outlines_a_best_only_when_the_first_scored_strictly_higher():
+    tied = [crit(text_faithfulness=3, physical_quality=3, text_rendering="na") for _ in range(3)]
+    ranked = rank(tied)
+    assert rank_card(ranked, rank_rows(ranked), "a fox")["rr_rank"][0]["clear_best"] is False
+    better = rank([crit(text_faithfulness=3, physical_quality=3, text_rendering="na"),
+                   crit(text_faithfulness=4, physical_quality=3, text_rendering="na")])
+    assert rank_card(better, rank_rows(better), "a fox")["rr_rank"][0]["clear_best"] is True
+    unreadable = rank([crit(text_faithfulness=None, physical_quality=3, text_rendering="na")] * 2)
+    assert rank_card(unreadable, rank_rows(unreadable), "a fox")["rr_rank"][0]["clear_best"] is False

@@ -114,7 +114,7 @@ def test_bert_tokenizer_is_fetched_only_when_allowed(monkeypatch, tmp_path):
         return local_dir
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
-    with pytest.raises(L.GroundingModelNotFound, match="allow download"):
+    with pytest.raises(L.GroundingModelNotFound, match="download if missing"):
         L.find_bert_tokenizer([tmp_path])
     tok = L.find_bert_tokenizer([tmp_path], allow_download=True)
     assert fetched == [("google-bert/bert-base-uncased", ["tokenizer.json", "tokenizer_config.json", "vocab.txt"])]

@@ -89,7 +89,7 @@ def test_hf_id_missing_downloads_off(tmp_path, no_network):
     msg = str(e.value)
     assert str(tmp_path / "models" / "RationalRewards-8B-T2I") in msg
     assert HF_ID in msg
-    assert "allow download" in msg
+    assert "download if missing" in msg
     assert isinstance(e.value, FileNotFoundError)
 
 
@@ -291,3 +291,57 @@ def test_an_unreadable_image_file_is_named(tmp_path, content):
     good = tmp_path / "good.png"
     Image.new("RGB", (8, 8)).save(good)
     assert load_image(str(good)).size == (8, 8)
+
+
+# --- wrong folders (issue 22): say what was found and what to move where ------------------------------
+
+def _wrong(tmp_path, name=HF_ID) -> str:
+    with pytest.raises(CheckpointNotFound) as e:
+        resolve_checkpoint(name, [tmp_path])
+    return str(e.value)
+
+
+def test_a_folder_with_a_ckpt_but_no_config_says_what_it_holds(tmp_path, no_network):
+    folder = tmp_path / "RationalRewards-8B-T2I"
+    folder.mkdir()
+    (folder / "rationalrewards.ckpt").write_bytes(b"x")
+    msg = _wrong(tmp_path)
+    assert "rationalrewards.ckpt" in msg and "no config.json" in msg and "not a critic checkpoint" in msg
+    assert f'hf download {HF_ID} --local-dir "{folder}"' in msg and "not found in" not in msg
+
+
+def test_weights_saved_loose_in_the_models_folder_say_where_to_move_them(tmp_path, no_network):
+    make_checkpoint(tmp_path)          # config.json + model.safetensors straight in models/rationalrewards/
+    msg = _wrong(tmp_path)
+    assert "model.safetensors" in msg and "config.json" in msg and f"lie loose in {tmp_path}" in msg
+    assert f"move them (with the tokenizer and processor files) into {tmp_path / 'RationalRewards-8B-T2I'}" in msg
+
+
+def test_a_checkpoint_one_level_too_deep_or_in_a_hub_cache_layout_says_move_it_up(tmp_path, no_network):
+    folder = tmp_path / "RationalRewards-8B-T2I"
+    inner = make_checkpoint(folder / "snapshots" / "0123abc")
+    msg = _wrong(tmp_path)
+    assert f"one level too deep, in {inner}" in msg and f"up into {folder}" in msg
+
+
+@pytest.mark.parametrize("files, expect", [
+    ({}, "is empty"),
+    ({"model.safetensors": b""}, "holds model.safetensors but no config.json"),
+    ({"config.json": b"{}", "pytorch_model.bin": b"x"}, "no .safetensors weights: the pack loads safetensors only"),
+    ({"config.json": b"{}"}, "has config.json but no .safetensors weights"),
+    ({"notes.txt": b"x"}, "holds notes.txt but no config.json or .safetensors"),
+])
+def test_half_filled_folders_say_what_is_missing(tmp_path, no_network, files, expect):
+    folder = tmp_path / "RationalRewards-8B-T2I"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    msg = _wrong(tmp_path)
+    assert str(folder) in msg and expect in msg and "hf download" in msg
+
+
+def test_a_plain_folder_name_without_a_hub_id_says_to_put_the_whole_folder_there(tmp_path, no_network):
+    (tmp_path / "my-critic").mkdir()
+    (tmp_path / "my-critic" / "weights.gguf").write_bytes(b"x")
+    msg = _wrong(tmp_path, "my-critic")
+    assert "weights.gguf" in msg and "put the model's whole folder there" in msg

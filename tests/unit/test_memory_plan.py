@@ -56,12 +56,12 @@ def test_refusal_names_what_would_fit():
         mp.check(shape, p, int(14.8 * GiB), "cuda:0")
     msg = str(e.value)
     assert f"needs {p.total / GiB:.1f} GiB" in msg and "14.8 GiB available on cuda:0" in msg
-    assert "quantization 4bit (~" in msg and "quantization int8 (~" in msg
+    assert "quantize weights 4bit (~" in msg and "quantize weights int8 (~" in msg
     assert "Connect to Critic Server" in msg
     mp.check(shape, p, p.total)                                  # exactly enough: no error
     with pytest.raises(mp.MemoryPlanError, match="no local configuration fits"):
         mp.check(shape, p, 4 * GiB)
-    with pytest.raises(mp.MemoryPlanError, match="batch_size 1"):
+    with pytest.raises(mp.MemoryPlanError, match="images per critic pass 1"):
         mp.check(shape, mp.plan(shape, quantization="4bit", batch=16), 9 * GiB)
 
 

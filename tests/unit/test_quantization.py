@@ -97,7 +97,7 @@ def test_missing_bitsandbytes_is_a_clear_error(wide_dir, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(quantization.importlib.util, "find_spec",
                         lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
-    with pytest.raises(DependencyError, match=r'quantization 4bit needs the bitsandbytes package.*pip install '
+    with pytest.raises(DependencyError, match=r'quantize weights 4bit needs the bitsandbytes package.*pip install '
                                               r'"bitsandbytes>=0.50"'):
         load_critic("tiny-wide", [wide_dir], quantization="4bit")
 

@@ -112,3 +112,25 @@ def test_filters_and_text_together():
     only = AnswerScript((Rule("edit cat", "cat", Task.EDIT),))
     assert only.answer_for(Task.T2I, "pointwise", "a cat") is None
     assert only.answer_for(Task.EDIT, "pointwise", "a dog") is None
+
+
+# --- the Replay node's text (issue 22): a pasted critique, or JSON rules -------------------------------
+
+def test_a_pasted_critique_answers_every_prompt_as_written():
+    critique = "## Text Faithfulness\n### Justification: the fox is there\n### Score: 3.5\n"
+    s = AnswerScript.from_text("\n" + critique + "\n")
+    assert s.rules == (Rule(critique.strip()),)
+    assert s.answer_for(Task.EDIT, "pairwise", "any request at all") == critique.strip()
+
+
+@pytest.mark.parametrize("text", ["", "   \n"])
+def test_empty_text_scripts_nothing(text):
+    assert AnswerScript.from_text(text).rules == ()
+
+
+def test_text_that_starts_like_json_is_read_as_rules_and_its_errors_say_both_forms():
+    s = AnswerScript.from_text(' [{"answer": "X", "when_request_contains": "cat"}]')
+    assert s.rules == (Rule("X", "cat"),)
+    with pytest.raises(ValueError, match="not valid JSON") as e:
+        AnswerScript.from_text('[{"answer": "x",}]')
+    assert "paste the critique text alone" in str(e.value)

@@ -3,20 +3,22 @@ hand-made layout, a starter that needs no generator, and no text previews that r
 Read from the files alone; tests/integration checks they match their API twins and run."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from scripts.workflow_layouts import LAYOUTS, ui_file
+from tests.twins import TWINS, load_twin, load_ui, twin_names
+
 WORKFLOWS = Path(__file__).parent.parent.parent / "workflows"
-NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+NAMES = twin_names()
 NOTE_TYPES = ("Note", "MarkdownNote")
 TITLE_BAR = 30                    # the frontend draws a node's title above its pos
 CARD_NODES = ("RR_CritiqueImage", "RR_CritiqueEdit", "RR_Compare", "RR_Rank", "RR_RefineLoopEnd")
 
 
 def load(name: str) -> dict:
-    return json.loads((WORKFLOWS / f"{name}.json").read_text())
+    return load_ui(name)
 
 
 def box(node: dict) -> tuple[float, float, float, float]:
@@ -34,6 +36,28 @@ def overlap(a, b) -> bool:
 
 def test_the_starter_and_every_earlier_workflow_ship():
     assert "critique_my_image" in NAMES and len(NAMES) >= 6
+
+
+def test_each_template_has_a_title_and_a_thumbnail_and_the_starter_comes_first():
+    """ComfyUI's Templates browser titles a pack's template by its file name and shows <name>.jpg beside it."""
+    files = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+    assert files == sorted(ui_file(n) for n in NAMES) and sorted(LAYOUTS) == NAMES
+    assert files[0] == ui_file("critique_my_image") and "start here" in files[0]
+    for stem in files:
+        assert "_" not in stem and stem[0].isdigit(), stem       # a human title, numbered for the order
+        thumb = WORKFLOWS / f"{stem}.jpg"
+        assert thumb.is_file(), f"no thumbnail {thumb.name}"
+        from PIL import Image
+        with Image.open(thumb) as im:
+            assert im.format == "JPEG" and im.width >= 320 and im.height >= 200 and thumb.stat().st_size < 200_000
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_critic_caps_images_as_trained(name):
+    """-1: the size the checkpoints were trained on (a 24-megapixel photo is scaled down, never sent whole)."""
+    critics = [n for n in load_twin(name).values() if n["class_type"] in ("RR_LoadCritic", "RR_ServerCritic")]
+    assert critics and all(n["inputs"]["max_pixels"] == -1 for n in critics), name
+    assert (TWINS / f"{name}.api.json").is_file()
 
 
 @pytest.mark.parametrize("name", NAMES)
