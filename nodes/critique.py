@@ -6,7 +6,7 @@ from comfy_api.latest import io, ui
 from ..models.judging.cards import critiques_card
 from ..models.judging.critique import Critique
 from ..models.judging.rubric import Task, dimensions_for
-from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, generation_inputs,
+from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, CritiqueSet, CritiqueType, generating, generation_inputs,
                      naming, options_from, to_pil_list, user_errors, weights_input)
 
 
