@@ -58,7 +58,7 @@ class RefineLoopStart(io.ComfyNode):
         return io.NodeOutput(state, state.prompt, state.seed, state.round)
 
 
-def _body(dynprompt, open_id: str, close_id: str) -> list[str]:
+def loop_body(dynprompt, open_id: str, close_id: str) -> list[str]:
     """Node ids downstream of the loop start and upstream of the loop end (both included)."""
     upstream: dict[str, list[str]] = {}
 
@@ -83,9 +83,10 @@ def _body(dynprompt, open_id: str, close_id: str) -> list[str]:
     return list(contained)
 
 
-def _expand(dynprompt, unique_id: str, open_id: str, state: LoopState) -> tuple[GraphBuilder, object]:
+def expand_next_round(dynprompt, unique_id: str, open_id: str, state: object) -> tuple[GraphBuilder, object]:
+    """The loop body cloned for the next round (the open node's clone gets ``state``), and the close node's clone."""
     graph = GraphBuilder()
-    body = _body(dynprompt, open_id, unique_id)
+    body = loop_body(dynprompt, open_id, unique_id)
     local = {nid: ("Recurse" if nid == unique_id else dynprompt.get_display_node_id(nid)) for nid in body}
     for nid in body:
         node = graph.node(dynprompt.get_node(nid)["class_type"], local[nid])
@@ -101,7 +102,7 @@ def _expand(dynprompt, unique_id: str, open_id: str, state: LoopState) -> tuple[
     return graph, graph.lookup_node("Recurse")
 
 
-def _stack(images: list[torch.Tensor]) -> torch.Tensor:
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
     """One batch of every round's images (resized to the first round's size when they differ)."""
     h, w = images[0].shape[1:3]
     same = [im if im.shape[1:3] == (h, w) else
@@ -129,7 +130,7 @@ def _end_outputs(state: LoopState, weights: str) -> tuple:
     best, history = state.result_round, state.history
     prompt = history.rounds[best].prompt
     critique = CritiqueSet([state.critiques[best]], [prompt], weights, images=state.kept[best])
-    return (state.kept[best], prompt, _stack(list(state.batches)), history.to_json(), history.table(),
+    return (state.kept[best], prompt, stack_images(list(state.batches)), history.to_json(), history.table(),
             -1 if state.best_round is None else best, critique)
 
 
@@ -205,5 +206,5 @@ class RefineLoopEnd(io.ComfyNode):
             return io.NodeOutput(*_end_outputs(state, weights), ui=ui)
         hidden = cls.hidden
         open_id = hidden.dynprompt.get_node(hidden.unique_id)["inputs"]["loop"][0]
-        graph, clone = _expand(hidden.dynprompt, hidden.unique_id, open_id, state)
+        graph, clone = expand_next_round(hidden.dynprompt, hidden.unique_id, open_id, state)
         return io.NodeOutput(*(clone.out(i) for i in range(len(end_outputs()))), expand=graph.finalize(), ui=ui)
