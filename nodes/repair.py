@@ -42,8 +42,9 @@ def start_outputs() -> list:
         io.Image.Output(display_name="image", tooltip="The image this round repairs: the best one so far. Inpaint "
                                                       "it, and paste the repair into it"),
         io.Mask.Output(display_name="mask", tooltip="Where to repaint this round (grown, feathered, under the cap)"),
-        io.String.Output(display_name="phrases", tooltip="The regions this round repairs, one per line (for your "
-                                                         "inpaint prompt, or your own localiser)"),
+        io.String.Output(display_name="phrases", tooltip="The regions this round's critique named, one per line, most "
+                                                         "severe first: what the mask was searched for (for your own "
+                                                         "localiser, or your inpaint prompt)"),
         io.Int.Output(display_name="seed", tooltip="This round's seed: connect it to your inpainting sampler"),
         io.Int.Output(display_name="round", tooltip="1 for the first repair"),
     ]
@@ -140,7 +141,7 @@ class RepairLoopStart(io.ComfyNode):
         status(START, f"round {plan.round}: repairing round {plan.subject}'s image"
                       + (f" where {', '.join(plan.found)} ({100 * plan.area:.1f}% of it)" if plan.mask is not None
                          else f"; the loop localises {', '.join(plan.phrases)}"))
-        outs = [state, subject, mask.float().contiguous(), "\n".join(plan.found or plan.phrases), plan.seed, plan.round]
+        outs = [state, subject, mask.float().contiguous(), "\n".join(plan.phrases), plan.seed, plan.round]
         if BoundingBox is not None:
             outs.append([as_bounding_boxes(plan.detections)])
         return io.NodeOutput(*outs)
