@@ -16,7 +16,7 @@ from comfy_execution.graph_utils import ExecutionBlocker
 
 from ..models.backends.base import GenerationOptions
 from ..models.grounding.detect import as_bounding_boxes
-from ..models.grounding.localise import MASK_MODES, LocaliseOptions, localise_image
+from ..models.grounding.localise import MASK_MODES, GroundingModels, LocaliseOptions, localise_image
 from ..models.grounding.masks import tint
 from ..models.grounding.phrases import PHRASE_SOURCES, pick_phrases
 from ..models.grounding.repair import Judged, RepairOptions, RepairPlan, RepairState, plan_regions
@@ -25,12 +25,11 @@ from ..models.judging.loop import SEED_POLICIES, StopRule, parse_stop_dimensions
 from ..models.judging.rubric import ALL_DIMENSIONS
 from .common import (CATEGORY, CriticType, CritiqueSet, CritiqueType, fail, require_critiques, status, to_pil_list,
                      weights_input)
-from .localise import DefectPhrases, GroundingType, grounding_device
+from .localise import BoundingBox, DefectPhrases, GroundingType, box_outputs, grounding_device
 from .loop import expand_next_round, stack_images
 
 RepairLoopType = io.Custom("RR_REPAIR_LOOP")
 RepairStateType = io.Custom("RR_REPAIR_STATE")
-BoundingBox = getattr(io, "BoundingBox", None)    # core's BOUNDING_BOX type, where this ComfyUI has it
 START, END = "RR Repair Loop Start", "RR Repair Loop End"
 FOLLOW_UP = GenerationOptions(max_new_tokens=256, temperature=0.0, seed=0)   # greedy: a strict answer format
 
@@ -48,9 +47,7 @@ def start_outputs() -> list:
         io.Int.Output(display_name="seed", tooltip="This round's seed: connect it to your inpainting sampler"),
         io.Int.Output(display_name="round", tooltip="1 for the first repair"),
     ]
-    if BoundingBox is not None:
-        outs.append(BoundingBox.Output(display_name="boxes", tooltip="This round's regions as bounding boxes"))
-    return outs
+    return outs + box_outputs()
 
 
 def _blocked(state: RepairState) -> io.NodeOutput:
@@ -126,6 +123,8 @@ class RepairLoopStart(io.ComfyNode):
             raise fail(START, str(e)) from None
         if source not in PHRASE_SOURCES:
             raise fail(START, f"'phrases from' must be one of {PHRASE_SOURCES}")
+        if grounding is not None and not isinstance(grounding, GroundingModels):
+            raise fail(START, "the grounding input is not RR_GROUNDING; connect Load Grounding Models")
         if state is None:
             return _blocked(cls._begin(image, critique_data, seed, options))
         if not isinstance(state, RepairState):

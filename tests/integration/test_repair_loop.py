@@ -113,8 +113,9 @@ def test_the_loop_nodes_are_listed_with_tooltips(comfy_server):
         assert spec["category"] == "RationalRewards/loop"
         for name, (kind, *opts) in {**spec["input"]["required"], **spec["input"].get("optional", {})}.items():
             assert opts and opts[0].get("tooltip"), name
-    assert start["output"][:6] == ["RR_REPAIR_LOOP", "IMAGE", "MASK", "STRING", "INT", "INT"]
-    assert "BOUNDING_BOX" not in start["output"]       # ComfyUI 0.3.75 has no core bounding-box type
+    core_boxes = any("BOUNDING_BOX" in spec["output"] for name, spec in info.items() if not name.startswith("RR_"))
+    assert start["output"] == ["RR_REPAIR_LOOP", "IMAGE", "MASK", "STRING", "INT", "INT"] + (
+        ["BOUNDING_BOX"] if core_boxes else [])          # boxes in core's type where this ComfyUI has one
     assert end["output"] == ["IMAGE", "IMAGE", "MASK", "STRING", "STRING", "INT", "RR_CRITIQUE"]
     assert end["input"]["required"]["image"][1]["lazy"] and end["input"]["optional"]["mask"][1]["lazy"]
     assert end["input"]["required"]["seed_policy"][1]["default"] == "increment"
@@ -304,3 +305,30 @@ def test_user_errors_name_the_node_and_the_fix(comfy_server, models_dir, groundi
     err = execution_error(comfy_server.run(g, check=False, timeout=300))
     assert err["node_type"] == "RR_RepairLoopEnd" and "no grounding connected" in err["exception_message"]
     assert comfy_server.server.alive()
+
+
+def test_boxes_come_out_in_cores_bounding_box_type_where_it_exists(comfy_server, grounding_models):
+    """ComfyUI 0.33 has BOUNDING_BOX (core's SAM3 Detect writes it); 0.3.75, which CI runs, has not."""
+    info = comfy_server.object_info()
+    if not any("BOUNDING_BOX" in spec["output"] for name, spec in info.items() if not name.startswith("RR_")):
+        assert info["RR_LocaliseDefects"]["output"] == ["MASK", "IMAGE", "STRING", "STRING", "INT"]
+        pytest.skip("this ComfyUI has no core bounding-box type")
+    assert info["RR_LocaliseDefects"]["output"][-1] == "BOUNDING_BOX"
+    g = Graph()
+    loc = g.node("RR_LocaliseDefects", grounding=g.node("RR_LoadGrounding", detector=T.GDINO_NAME,
+                                                        segmenter="none (box masks)", allow_download=False,
+                                                        device="auto"),
+                 image=g.node("EmptyImage", width=64, height=48, batch_size=2, color=comfy_server.fresh_seed() % 0xFFFFFF),
+                 phrases="left hand\nsign text", box_threshold=0.0, text_threshold=0.0, max_regions=3,
+                 mask_mode="union", grow=0, feather=0, multimask="best", resolution=0)
+    boxes_json = g.node("PreviewAny", source=loc.out(2))
+    core = g.node("PreviewAny", source=loc.out(5))
+    out = outputs(comfy_server.run(g, timeout=180))
+    ours = json.loads(out[boxes_json.id]["text"][0])
+    theirs = json.loads(out[core.id]["text"][0])
+    assert len(theirs) == 2 and [len(b) for b in theirs] == [len(b["detections"]) for b in ours] == [3, 3]
+    for per_image, ours_image in zip(theirs, ours):
+        for box, det in zip(per_image, ours_image["detections"]):
+            x0, y0, x1, y1 = det["box"]
+            assert box["label"] == det["phrase"] and box["x"] == pytest.approx(x0, abs=0.01)
+            assert box["width"] == pytest.approx(x1 - x0, abs=0.02) and box["height"] == pytest.approx(y1 - y0, abs=0.02)
