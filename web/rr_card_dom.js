@@ -427,6 +427,7 @@ export function renderRepair(list, imageUrl) {
                                    `refused: ${x.phrase} (${(100 * x.area).toFixed(0)}% of the image)`));
                 }
             }
+            if (r.note) append(box, el("div", "rr-note", r.note));
             if (r.warnings && r.warnings.length) append(box, warningsBlock(r.warnings));
         });
     }

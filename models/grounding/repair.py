@@ -80,11 +80,11 @@ def plan_regions(round_index: int, subject: int, seed: int, phrases: Sequence[st
     and the others wait for a later round's critique. No phrase, nothing found or nothing left: the
     plan says why (``reason``) and the loop stops, since the next round would see the same critique.
     """
-    base = RepairPlan(round_index, subject, seed, tuple(phrases), notes=tuple(notes))
+    notes = tuple(n for n in notes if not n.startswith("no defect phrases"))   # Defect Phrases' own closing note
+    base = RepairPlan(round_index, subject, seed, tuple(phrases), notes=notes)
     if not phrases:
-        why = next((n for n in notes if "nothing to fix" in n or "no region" in n), "")
         return replace(base, reason=f"the critique of round {subject} names no region to repair"
-                                    + (f" ({why})" if why else ""))
+                                    + (f" ({'; '.join(notes)})" if notes else ""))
     if localisation is None:
         return base
     found = {d.phrase for d in localisation.detections}
@@ -254,7 +254,8 @@ class RepairState(Rounds):
             if plan is None:
                 return RepairRound(**v)
             return RepairRound(seed=plan.seed, subject=plan.subject, phrases=list(plan.phrases), found=list(plan.found),
-                               refused=plan.refusal_dicts(), mask_area=round(plan.area, 6), before=before, **v)
+                               refused=plan.refusal_dicts(), mask_area=round(plan.area, 6), before=before,
+                               note="; ".join(plan.notes), **v)
 
         state, _, _ = self.add(judged.critiques, judged.batch, rule, weights, make)
         state = replace(state, original=None, plan=plan, requests=self.requests + (judged.request,),

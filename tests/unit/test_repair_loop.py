@@ -293,3 +293,16 @@ def test_mask_helpers_tint_measure_and_box():
     assert box == {"x": 2.0, "y": 3.0, "width": 8.0, "height": 4.0, "score": 0.8, "label": "left hand"}
     plan_ = with_body_mask(plan_regions(1, 0, 1, ["x"], None), torch.ones(1, 0, 0), RepairOptions())
     assert "is empty" in plan_.reason
+
+
+def test_the_phrase_notes_travel_with_the_round_and_explain_a_stop():
+    fallback = "the critic's follow-up answer was unreadable; phrases come from the justifications"
+    state = RepairState.begin(image(), crit(3, 2, 2, HAND, SIGN), REQUEST, seed=1)
+    state = state.record(state.original, RULE)
+    state = state.planned(plan_regions(1, 0, 1, ["sign text"], localise(["sign text"]), notes=[fallback]))
+    state = state.record(Judged(inpaint(state), (crit(3, 2.5, 2),), REQUEST), RULE)
+    assert state.history.rounds[1].note == fallback and state.history.rounds[1].found == ["sign text"]
+    none = plan_regions(2, 1, 2, [], None, notes=["every dimension scored 3.5 or more: nothing to fix",
+                                                  "no defect phrases: Localise Defects will return an empty mask"])
+    assert none.reason == ("the critique of round 1 names no region to repair (every dimension scored 3.5 or more: "
+                           "nothing to fix)")
