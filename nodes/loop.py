@@ -16,12 +16,12 @@ from comfy_execution.graph_utils import GraphBuilder, is_link
 from ..models.judging.cards import loop_card
 from ..models.judging.loop import SEED_POLICIES, LoopState, StopRule, parse_stop_dimensions, stop_dimension_names
 from ..models.judging.rubric import ALL_DIMENSIONS
-from .common import CATEGORY, CritiqueSet, CritiqueType, fail, require_critiques, weights_input
+from .common import CATEGORY, CritiqueSet, CritiqueType, fail, naming, require_critiques, weights_input
 from .refine import keep_input, mode_input
 
 LoopType = io.Custom("RR_LOOP")
 LoopStateType = io.Custom("RR_LOOP_STATE")
-START, END = "RR Refine Loop Start", "RR Refine Loop End"
+START, END = "Refine Loop Start", "Refine Loop End"
 
 
 class RefineLoopStart(io.ComfyNode):
@@ -29,7 +29,7 @@ class RefineLoopStart(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_RefineLoopStart",
-            display_name="Refine Loop Start (RationalRewards)",
+            **naming(START, "improve prompt", "prompt loop", "iterate", "regenerate", shown=("improve prompt",)),
             category=CATEGORY + "/loop",
             description="Opens a Generate-Critique-Refine loop. Feed 'prompt' into your positive text encoder "
                         "(or edit instruction) and 'seed' into your sampler; close the loop with Refine Loop End.",
@@ -139,7 +139,7 @@ class RefineLoopEnd(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_RefineLoopEnd",
-            display_name="Refine Loop End (RationalRewards)",
+            **naming(END, "improve prompt", "prompt loop", "keep best", shown=("improve prompt",)),
             category=CATEGORY + "/loop",
             description="Closes a Generate-Critique-Refine loop: records the round, stops when the critique meets "
                         "the rule (published: Text Faithfulness and Physical Quality >= 3), when the score stops "
@@ -150,7 +150,8 @@ class RefineLoopEnd(io.ComfyNode):
             inputs=[
                 LoopType.Input("loop", tooltip="From Refine Loop Start"),
                 io.Image.Input("image", tooltip="This round's generated (or edited) image"),
-                CritiqueType.Input("critique_data", tooltip="This round's critique of that image"),
+                CritiqueType.Input("critique_data", display_name="critique",
+                                   tooltip="critique_data from the Critique node that judges this round's image"),
                 io.Int.Input("max_rounds", display_name="max rounds", default=3, min=1, max=20,
                              tooltip="Generations at most, the first included (the published loop is 2: one "
                                      "refinement)"),

@@ -23,14 +23,14 @@ from ..models.grounding.repair import Judged, RepairOptions, RepairPlan, RepairS
 from ..models.judging.cards import repair_card
 from ..models.judging.loop import SEED_POLICIES, StopRule, parse_stop_dimensions, stop_dimension_names
 from ..models.judging.rubric import ALL_DIMENSIONS
-from .common import (CATEGORY, CriticType, CritiqueSet, CritiqueType, fail, require_critiques, status, to_pil_list,
-                     weights_input)
+from .common import (CATEGORY, CriticType, CritiqueSet, CritiqueType, fail, naming, require_critiques, status,
+                     to_pil_list, weights_input)
 from .localise import BoundingBox, DefectPhrases, GroundingType, box_outputs, grounding_device
 from .loop import expand_next_round, stack_images
 
 RepairLoopType = io.Custom("RR_REPAIR_LOOP")
 RepairStateType = io.Custom("RR_REPAIR_STATE")
-START, END = "RR Repair Loop Start", "RR Repair Loop End"
+START, END = "Repair Loop Start", "Repair Loop End"
 FOLLOW_UP = GenerationOptions(max_new_tokens=256, temperature=0.0, seed=0)   # greedy: a strict answer format
 
 
@@ -60,7 +60,7 @@ class RepairLoopStart(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_RepairLoopStart",
-            display_name="Repair Loop Start (RationalRewards)",
+            **naming(START, "repair", "fix flaws", "inpaint loop", "fix hands", "defect", shown=("inpaint loop",)),
             category=CATEGORY + "/loop",
             description="Opens a region repair loop around your own inpainting. Each round it takes the best image "
                         "so far, turns its critique into phrases (Defect Phrases), finds them (GroundingDINO + SAM) "
@@ -68,8 +68,9 @@ class RepairLoopStart(io.ComfyNode):
                         "Repair Loop End.",
             inputs=[
                 io.Image.Input("image", tooltip="The image to repair (one image)"),
-                CritiqueType.Input("critique_data", tooltip="Its critique: Critique Image (or Critique Edit) of that "
-                                                            "image, outside the loop"),
+                CritiqueType.Input("critique_data", display_name="critique",
+                                   tooltip="Its critique: critique_data from Critique Image (or Critique Edit) of that "
+                                           "image, outside the loop"),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                              tooltip="Seed of the first repair; 'next round's seed' on Loop End decides later ones"),
                 io.Combo.Input("source", display_name="phrases from", options=list(PHRASE_SOURCES),
@@ -77,9 +78,9 @@ class RepairLoopStart(io.ComfyNode):
                                tooltip="ask_critic: one short follow-up question to the critic per round (needs the "
                                        "critic input). justifications: phrases picked from the critique text, no "
                                        "model call. typed: only the phrases typed below."),
-                io.String.Input("typed_phrases", multiline=True, default="",
+                io.String.Input("typed_phrases", display_name="your phrases", multiline=True, default="",
                                 tooltip="Your own phrases, one per line: searched every round, besides the critic's"),
-                io.Int.Input("max_regions", default=4, min=1, max=16,
+                io.Int.Input("max_regions", display_name="max regions", default=4, min=1, max=16,
                              tooltip="At most this many phrases per round, most severe first"),
                 io.Float.Input("score_below", display_name="fix scores below", default=3.5, min=1.0, max=4.01,
                                step=0.25,
@@ -228,7 +229,7 @@ class RepairLoopEnd(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_RepairLoopEnd",
-            display_name="Repair Loop End (RationalRewards)",
+            **naming(END, "repair", "keep best", "inpaint loop", shown=("inpaint loop",)),
             category=CATEGORY + "/loop",
             description="Closes a region repair loop: judges the image as given (round 0), then records each "
                         "repaired image with its critique and keeps the best by overall score. Stops when the "
@@ -240,8 +241,9 @@ class RepairLoopEnd(io.ComfyNode):
             inputs=[
                 RepairLoopType.Input("loop", tooltip="From Repair Loop Start"),
                 io.Image.Input("image", lazy=True, tooltip="This round's repaired image (a batch: the best is kept)"),
-                CritiqueType.Input("critique_data", lazy=True,
-                                   tooltip="This round's critique of that image, against the same prompt"),
+                CritiqueType.Input("critique_data", display_name="critique", lazy=True,
+                                   tooltip="critique_data from the Critique node that judges this round's image, "
+                                           "against the same prompt"),
                 io.Int.Input("max_rounds", display_name="max repair rounds", default=3, min=1, max=20,
                              tooltip="Repairs at most (the image as given is round 0 and not counted)"),
                 io.String.Input("stop_dimensions", display_name="good enough when these",

@@ -240,10 +240,11 @@ LAYOUTS: dict[str, dict] = {
     },
     # ---------------------------------------------------------------------------------------------
     "repair_regions_loop": {
+        "title": "7. Repair regions until the critic is satisfied",
         "nodes": {"1": [40, 120, 340, 100], "4": [40, 270, 340, 130], "3": [40, 450, 340, 60],
-                  "8": [40, 800, 400, 390],
+                  "8": [40, 840, 400, 390],
                   "2": [500, 120, 380, 200], "5": [500, 370, 380, 110], "6": [940, 120, 320, 480],
-                  "7": [940, 650, 320, 50], "9": [500, 1100, 480, 470],
+                  "7": [940, 650, 320, 50], "9": [500, 1140, 480, 470],
                   "10": [1340, 120, 380, 170], "11": [1340, 340, 380, 620],
                   "12": [1800, 120, 320, 50], "13": [1800, 220, 320, 50], "16": [1800, 320, 320, 150],
                   "14": [2180, 120, 320, 480], "15": [2180, 650, 320, 50],
@@ -263,8 +264,8 @@ LAYOUTS: dict[str, dict] = {
             {"id": 32, "box": [500, 530, 380, 200], "text": (
                 "### Generate (or load)\nMakes the image to repair. To repair a picture you already have, put "
                 "Load Image here and wire it to Critique and to Repair Loop Start's *image*.")},
-            {"id": 33, "box": [40, 1240, 400, 420], "text": CRITIC_NOTE},
-            {"id": 34, "box": [500, 820, 480, 200], "text": (
+            {"id": 33, "box": [40, 1280, 400, 420], "text": CRITIC_NOTE},
+            {"id": 34, "box": [500, 860, 480, 200], "text": (
                 "### First critique\nJudges the image as given: round 0 of the loop. Nothing is repaired when it "
                 "already meets the rule on Repair Loop End, or names no region.")},
             {"id": 35, "box": [1340, 1010, 380, 560], "text": (

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from tests.browser.test_critique_card import shown_overall, shown_score
-from tests.comfy_server import REPO_ROOT, outputs
+from tests.comfy_server import outputs
 from tests.fixtures import tiny_grounding as T
 from tests.integration.test_localise_workflow import grounding_models  # noqa: F401  (module fixture)
-from tests.twins import pointwise_answer
+from tests.twins import load_ui, pointwise_answer
 
 pytestmark = pytest.mark.integration
 
@@ -19,8 +19,8 @@ REGIONS = "REGION: left hand | Physical and Visual Quality | severe\nREGION: sig
 
 
 def repair_workflow(models, seed: int, script: list[dict]) -> dict:
-    """workflows/repair_regions_loop.json with the tiny models, 64 px, and every critic link through Replay."""
-    wf = json.loads((REPO_ROOT / "workflows" / "repair_regions_loop.json").read_text())
+    """The shipped repair workflow with the tiny models, 64 px, and every critic link through Replay."""
+    wf = load_ui("repair_regions_loop")
     for n in wf["nodes"]:
         v = n.get("widgets_values")
         if n["type"] == "CheckpointLoaderSimple":
