@@ -9,11 +9,13 @@ from .localise import DefectPhrases, LoadGrounding, LocaliseDefects
 from .loop import RefineLoopEnd, RefineLoopStart
 from .rank import Rank
 from .refine import RefinePrompt
+from .repair import RepairLoopEnd, RepairLoopStart
 from .save import SaveCritique
 from .server_critic import ServerCritic
 
 NODES = [LoadCritic, ReplayAnswers, CritiqueImage, CritiqueEdit, Compare, Rank, RefinePrompt, RefineLoopStart,
-         RefineLoopEnd, ServerCritic, LoadGrounding, DefectPhrases, LocaliseDefects, SaveCritique]
+         RefineLoopEnd, ServerCritic, LoadGrounding, DefectPhrases, LocaliseDefects, RepairLoopStart, RepairLoopEnd,
+         SaveCritique]
 
 
 class RationalRewardsExtension(ComfyExtension):

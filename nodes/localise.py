@@ -17,6 +17,7 @@ from comfy_api.latest import io
 
 from ..models.backends.base import GenerationOptions
 from ..models.errors import RationalRewardsError
+from ..models.grounding.detect import as_bounding_boxes
 from ..models.grounding.followup import ask_regions
 from ..models.grounding.localise import MASK_MODES, GroundingModels, LocaliseOptions, localise_image, preview
 from ..models.grounding.loader import (KNOWN_DETECTORS, KNOWN_SEGMENTERS, NO_SEGMENTER, list_local, load_grounding)
@@ -32,6 +33,13 @@ log = logging.getLogger("RationalRewards")
 DETECTOR_FOLDER = "grounding-dino"
 SEGMENTER_FOLDER = "sams"
 GroundingType = io.Custom("RR_GROUNDING")
+BoundingBox = getattr(io, "BoundingBox", None)    # core's BOUNDING_BOX type, where this ComfyUI has it
+
+
+def box_outputs() -> list:
+    """The boxes in core's bounding-box type (per image: x, y, width, height, score, label), where it exists."""
+    return [] if BoundingBox is None else [BoundingBox.Output(display_name="boxes",
+                                                              tooltip="The regions as bounding boxes, per image")]
 
 
 def register_grounding_folders() -> None:
@@ -249,7 +257,7 @@ class LocaliseDefects(io.ComfyNode):
                                                                      "pixels, scores, what was not found"),
                 io.String.Output(display_name="report"),
                 io.Int.Output(display_name="regions", tooltip="How many regions were found in the whole batch"),
-            ],
+            ] + box_outputs(),
         )
 
     @classmethod
@@ -292,4 +300,5 @@ class LocaliseDefects(io.ComfyNode):
             lines.insert(0, "NOTHING FOUND: the mask is all zero (lower 'box confidence', or rephrase)")
             log.warning("Localise Defects: nothing found for %s", texts)
         boxes = json.dumps([dict(r.to_dict(), image=i) for i, r in enumerate(results)], indent=2)
-        return io.NodeOutput(mask.float().contiguous(), previews, boxes, "\n".join(lines), regions)
+        core_boxes = [] if BoundingBox is None else [[as_bounding_boxes(r.detections) for r in results]]
+        return io.NodeOutput(mask.float().contiguous(), previews, boxes, "\n".join(lines), regions, *core_boxes)

@@ -16,12 +16,12 @@ from comfy_execution.graph_utils import GraphBuilder, is_link
 from ..models.judging.cards import loop_card
 from ..models.judging.loop import SEED_POLICIES, LoopState, StopRule, parse_stop_dimensions, stop_dimension_names
 from ..models.judging.rubric import ALL_DIMENSIONS
-from .common import CATEGORY, CritiqueSet, CritiqueType, fail, require_critiques, weights_input
+from .common import CATEGORY, CritiqueSet, CritiqueType, fail, naming, require_critiques, weights_input
 from .refine import keep_input, mode_input
 
 LoopType = io.Custom("RR_LOOP")
 LoopStateType = io.Custom("RR_LOOP_STATE")
-START, END = "RR Refine Loop Start", "RR Refine Loop End"
+START, END = "Refine Loop Start", "Refine Loop End"
 
 
 class RefineLoopStart(io.ComfyNode):
@@ -29,7 +29,7 @@ class RefineLoopStart(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_RefineLoopStart",
-            display_name="Refine Loop Start (RationalRewards)",
+            **naming(START, "improve prompt", "prompt loop", "iterate", "regenerate", shown=("improve prompt",)),
             category=CATEGORY + "/loop",
             description="Opens a Generate-Critique-Refine loop. Feed 'prompt' into your positive text encoder "
                         "(or edit instruction) and 'seed' into your sampler; close the loop with Refine Loop End.",
@@ -58,7 +58,7 @@ class RefineLoopStart(io.ComfyNode):
         return io.NodeOutput(state, state.prompt, state.seed, state.round)
 
 
-def _body(dynprompt, open_id: str, close_id: str) -> list[str]:
+def loop_body(dynprompt, open_id: str, close_id: str) -> list[str]:
     """Node ids downstream of the loop start and upstream of the loop end (both included)."""
     upstream: dict[str, list[str]] = {}
 
@@ -83,9 +83,10 @@ def _body(dynprompt, open_id: str, close_id: str) -> list[str]:
     return list(contained)
 
 
-def _expand(dynprompt, unique_id: str, open_id: str, state: LoopState) -> tuple[GraphBuilder, object]:
+def expand_next_round(dynprompt, unique_id: str, open_id: str, state: object) -> tuple[GraphBuilder, object]:
+    """The loop body cloned for the next round (the open node's clone gets ``state``), and the close node's clone."""
     graph = GraphBuilder()
-    body = _body(dynprompt, open_id, unique_id)
+    body = loop_body(dynprompt, open_id, unique_id)
     local = {nid: ("Recurse" if nid == unique_id else dynprompt.get_display_node_id(nid)) for nid in body}
     for nid in body:
         node = graph.node(dynprompt.get_node(nid)["class_type"], local[nid])
@@ -101,7 +102,7 @@ def _expand(dynprompt, unique_id: str, open_id: str, state: LoopState) -> tuple[
     return graph, graph.lookup_node("Recurse")
 
 
-def _stack(images: list[torch.Tensor]) -> torch.Tensor:
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
     """One batch of every round's images (resized to the first round's size when they differ)."""
     h, w = images[0].shape[1:3]
     same = [im if im.shape[1:3] == (h, w) else
@@ -129,7 +130,7 @@ def _end_outputs(state: LoopState, weights: str) -> tuple:
     best, history = state.result_round, state.history
     prompt = history.rounds[best].prompt
     critique = CritiqueSet([state.critiques[best]], [prompt], weights, images=state.kept[best])
-    return (state.kept[best], prompt, _stack(list(state.batches)), history.to_json(), history.table(),
+    return (state.kept[best], prompt, stack_images(list(state.batches)), history.to_json(), history.table(),
             -1 if state.best_round is None else best, critique)
 
 
@@ -138,7 +139,7 @@ class RefineLoopEnd(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_RefineLoopEnd",
-            display_name="Refine Loop End (RationalRewards)",
+            **naming(END, "improve prompt", "prompt loop", "keep best", shown=("improve prompt",)),
             category=CATEGORY + "/loop",
             description="Closes a Generate-Critique-Refine loop: records the round, stops when the critique meets "
                         "the rule (published: Text Faithfulness and Physical Quality >= 3), when the score stops "
@@ -149,7 +150,8 @@ class RefineLoopEnd(io.ComfyNode):
             inputs=[
                 LoopType.Input("loop", tooltip="From Refine Loop Start"),
                 io.Image.Input("image", tooltip="This round's generated (or edited) image"),
-                CritiqueType.Input("critique_data", tooltip="This round's critique of that image"),
+                CritiqueType.Input("critique_data", display_name="critique",
+                                   tooltip="critique_data from the Critique node that judges this round's image"),
                 io.Int.Input("max_rounds", display_name="max rounds", default=3, min=1, max=20,
                              tooltip="Generations at most, the first included (the published loop is 2: one "
                                      "refinement)"),
@@ -205,5 +207,5 @@ class RefineLoopEnd(io.ComfyNode):
             return io.NodeOutput(*_end_outputs(state, weights), ui=ui)
         hidden = cls.hidden
         open_id = hidden.dynprompt.get_node(hidden.unique_id)["inputs"]["loop"][0]
-        graph, clone = _expand(hidden.dynprompt, hidden.unique_id, open_id, state)
+        graph, clone = expand_next_round(hidden.dynprompt, hidden.unique_id, open_id, state)
         return io.NodeOutput(*(clone.out(i) for i in range(len(end_outputs()))), expand=graph.finalize(), ui=ui)

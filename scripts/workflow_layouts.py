@@ -238,4 +238,68 @@ LAYOUTS: dict[str, dict] = {
                                                                                 "18", "19", 35]},
                    {"title": "5 · Critique again and save", "color": PURPLE, "members": [36, "20", "22"]}],
     },
+    # ---------------------------------------------------------------------------------------------
+    "repair_regions_loop": {
+        "title": "7. Repair regions until the critic is satisfied",
+        "nodes": {"1": [40, 120, 340, 100], "4": [40, 270, 340, 130], "3": [40, 450, 340, 60],
+                  "8": [40, 840, 400, 390],
+                  "2": [500, 120, 380, 200], "5": [500, 370, 380, 110], "6": [940, 120, 320, 480],
+                  "7": [940, 650, 320, 50], "9": [500, 1140, 480, 470],
+                  "10": [1340, 120, 380, 170], "11": [1340, 340, 380, 620],
+                  "12": [1800, 120, 320, 50], "13": [1800, 220, 320, 50], "16": [1800, 320, 320, 150],
+                  "14": [2180, 120, 320, 480], "15": [2180, 650, 320, 50],
+                  "17": [2580, 370, 480, 470], "18": [3120, 470, 440, 600],
+                  "19": [3620, 120, 360, 360], "20": [3620, 530, 360, 360]},
+        "notes": [
+            {"id": 30, "title": "Start here", "box": [40, -230, 3940, 150], "text": (
+                "## Repair the flaws, round after round\n"
+                "The critic judges the image; Repair Loop Start asks it which regions are wrong (\"the left hand\"), "
+                "GroundingDINO + SAM mask them, **your inpainting** repaints the mask, and the critic judges the "
+                "repair. Each round repairs the best image so far, in the regions its own critique names, until the "
+                "critique is good enough, nothing is left to repair, a repair is no better, or *max repair rounds*. "
+                "The best image comes out: it may be the image as given.")},
+            {"id": 31, "box": [40, 560, 340, 160], "text": (
+                "### Shared\nThe checkpoint, the prompt's encodings and the negative prompt load once and serve "
+                "the generation and every repair.")},
+            {"id": 32, "box": [500, 530, 380, 200], "text": (
+                "### Generate (or load)\nMakes the image to repair. To repair a picture you already have, put "
+                "Load Image here and wire it to Critique and to Repair Loop Start's *image*.")},
+            {"id": 33, "box": [40, 1280, 400, 420], "text": CRITIC_NOTE},
+            {"id": 34, "box": [500, 860, 480, 200], "text": (
+                "### First critique\nJudges the image as given: round 0 of the loop. Nothing is repaired when it "
+                "already meets the rule on Repair Loop End, or names no region.")},
+            {"id": 35, "box": [1340, 1010, 380, 560], "text": (
+                "### Repair Loop Start\nEach round it takes the best image so far and that image's critique, asks "
+                "the critic which regions to fix (*phrases from*), finds them with GroundingDINO + SAM and hands "
+                "your inpainting the image, the **mask** and a **seed**. Models: `hf download "
+                "IDEA-Research/grounding-dino-tiny --local-dir ComfyUI/models/grounding-dino/grounding-dino-tiny`, "
+                "and a SAM in models/sams.\n\n*max masked area* refuses a mask that covers most of the image (that "
+                "is a regeneration, not a repair). *regions per round* = per_phrase repairs the worst region first, "
+                "one per round.")},
+            {"id": 36, "title": "Put your inpainting here", "box": [1800, 760, 700, 420], "text": (
+                "### ⚠ Your inpainting goes here\nThis group is the loop body: it reruns every round. SD1.5 with "
+                "SetLatentNoiseMask + KSampler (denoise 0.75) is only an **example**. Swap in any inpainting: "
+                "**InpaintModelConditioning** with an inpainting checkpoint, a fill model (e.g. FLUX.1 Fill), or an "
+                "editing model that takes a mask, with its loaders in the Shared group.\n\nKeep the wiring: Loop "
+                "Start *image* and *mask* into your inpainting, *seed* into your sampler, and paste the repair back "
+                "into Loop Start's image (ImageCompositeMasked) so nothing outside the mask changes; the result goes "
+                "to Critique the repair and to Repair Loop End.")},
+            {"id": 37, "box": [2580, 120, 480, 200], "text": (
+                "### Critique the repair\nThe same critic judges each repaired image against the same prompt. Its "
+                "card shows the latest round.")},
+            {"id": 38, "box": [3120, 120, 440, 300], "text": (
+                "### Repair Loop End\nKeeps the best image by overall score (an unreadable critique is never "
+                "best). Stops when *good enough when these* reach the threshold, no region is left, a repair is no "
+                "better than the best so far, or after *max repair rounds*. Its card shows every round: the mask over "
+                "the image it repaired, the result, the regions and the scores before and after.")},
+        ],
+        "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "3", "4", 31]},
+                   {"title": "1 · Generate (or load your image)", "color": BLUE, "members": ["2", "5", "6", "7", 32]},
+                   {"title": "2 · The critic and the first critique", "color": GREEN, "members": ["8", 33, "9", 34]},
+                   {"title": "3 · Find the regions", "color": YELLOW, "members": ["10", "11", 35]},
+                   {"title": "4 · Loop: your inpainting (swap it)", "color": BLUE,
+                    "members": ["12", "13", "14", "15", "16", 36]},
+                   {"title": "5 · Loop: critique the repair", "color": PURPLE, "members": ["17", 37]},
+                   {"title": "6 · Decide and keep the best", "color": ORANGE, "members": ["18", 38, "19", "20"]}],
+    },
 }

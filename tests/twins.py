@@ -43,7 +43,7 @@ def for_tests(api: dict, models, seed: int, *, image: str | None = None, max_new
             inputs["steps"] = 2
             if not isinstance(inputs["seed"], list):
                 inputs["seed"] = seed
-        elif kind == "RR_RefineLoopStart":
+        elif kind in ("RR_RefineLoopStart", "RR_RepairLoopStart"):
             inputs["seed"] = seed
         elif kind == "LoadImage" and image is not None:
             inputs["image"] = image

@@ -1,10 +1,10 @@
-// RationalRewards critique card: after a critique / compare / rank / loop node runs, show its
+// RationalRewards critique card: after a critique / compare / rank / loop / repair node runs, show its
 // parsed result on the node (scores as bars, N/A, overall, summary, justifications, refined
 // prompt, warnings). Uses the public extension API only: registerExtension, the node's
 // onExecuted hook and addDOMWidget. The data is the node's `ui` output, as sent by the server.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { renderCompare, renderCritiques, renderLoop, renderRank } from "./rr_card_dom.js";
+import { renderCompare, renderCritiques, renderLoop, renderRank, renderRepair } from "./rr_card_dom.js";
 
 const WIDGET = "rr_card";
 const MIN_HEIGHT = 120;
@@ -18,6 +18,7 @@ const CARDS = {
     RR_Compare: (out) => out.rr_compare && renderCompare(out.rr_compare, out.images, imageUrl),
     RR_Rank: (out) => out.rr_rank && renderRank(out.rr_rank, out.images, imageUrl),
     RR_RefineLoopEnd: (out) => out.rr_loop && renderLoop(out.rr_loop),
+    RR_RepairLoopEnd: (out) => out.rr_repair && renderRepair(out.rr_repair, imageUrl),
 };
 
 function imageUrl(ref) {

@@ -319,19 +319,39 @@ function promptDiff(parts, text) {
     return box;
 }
 
+/** One chip per dimension of a loop round: its title and score (N/A and unreadable by the payload's names). */
+function scoreChips(round, statuses, titles, labels) {
+    const chips = el("div", "rr-chips");
+    for (const [key, score] of Object.entries(round.scores || {})) {
+        const status = (statuses || {})[key] || (typeof score === "number" ? STATUS_OK : STATUS_MISSING);
+        const chip = append(chips, el("span", "rr-chip")).lastChild;
+        chip.dataset.key = key;
+        chip.dataset.status = status;
+        append(chip, el("span", "rr-chip-title", titles[key] || key),
+               el("span", "rr-chip-score", scoreText(score, status, labels)));
+    }
+    return chips;
+}
+
+/** A loop card's head: the round count, the best round and why it stopped (or that it is still running). */
+function loopHead(root, h) {
+    const rounds = h.rounds || [];
+    root.dataset.final = h.stop_reason ? "1" : "0";
+    const head = append(root, el("div", "rr-row")).lastChild;
+    append(head, el("span", "rr-label", `${rounds.length} round${rounds.length === 1 ? "" : "s"}`),
+           el("span", "rr-loop-best", h.best === null || h.best === undefined ? "no readable round"
+              : `best: round ${h.best}`));
+    append(root, h.stop_reason ? textSection("rr-stop", "Stopped", h.stop_reason)
+                               : el("div", "rr-stop rr-running", "running…"));
+}
+
 /** RR_RefineLoopEnd: every round's prompt (diff against the round before), seed and scores. */
 export function renderLoop(list) {
     const card = cardShell("loop", "Refine loop");
     for (const h of list) {
         const rounds = h.rounds || [];
         const root = append(card, el("div", "rr-loop")).lastChild;
-        root.dataset.final = h.stop_reason ? "1" : "0";
-        const head = append(root, el("div", "rr-row")).lastChild;
-        append(head, el("span", "rr-label", `${rounds.length} round${rounds.length === 1 ? "" : "s"}`),
-               el("span", "rr-loop-best", h.best === null || h.best === undefined ? "no readable round"
-                  : `best: round ${h.best}`));
-        append(root, h.stop_reason ? textSection("rr-stop", "Stopped", h.stop_reason)
-                                   : el("div", "rr-stop rr-running", "running…"));
+        loopHead(root, h);
         const titles = h.titles || {};
         rounds.forEach((r, i) => {
             const box = append(root, el("div", "rr-round")).lastChild;
@@ -343,22 +363,73 @@ export function renderLoop(list) {
                    r.good ? el("span", "rr-badge rr-badge-good", "meets rule") : null,
                    el("span", "rr-round-seed", `seed ${r.seed}`),
                    el("span", "rr-round-overall", overallText(r.overall, h.labels)));
-            const statuses = (h.statuses || [])[i] || {};
-            const chips = append(box, el("div", "rr-chips")).lastChild;
-            for (const [key, score] of Object.entries(r.scores || {})) {
-                const status = statuses[key] || (typeof score === "number" ? STATUS_OK : STATUS_MISSING);
-                const chip = append(chips, el("span", "rr-chip")).lastChild;
-                chip.dataset.key = key;
-                chip.dataset.status = status;
-                append(chip, el("span", "rr-chip-title", titles[key] || key),
-                       el("span", "rr-chip-score", scoreText(score, status, h.labels)));
-            }
+            append(box, scoreChips(r, (h.statuses || [])[i], titles, h.labels));
             append(box, promptDiff((h.diffs || [])[i], r.prompt));
             if (r.warnings && r.warnings.length) append(box, warningsBlock(r.warnings));
             if (r.note) append(box, el("div", "rr-note", `next prompt: ${r.note}`));
         });
         const best = h.best !== null && h.best !== undefined ? rounds[h.best] : null;
         if (best) append(root, refinedBlock(best.prompt, "Best prompt"));
+    }
+    return card;
+}
+
+function thumb(ref, cls, alt, caption, imageUrl) {
+    if (!ref) return null;
+    const cell = el("figure", `rr-thumb ${cls}`);
+    const img = el("img");
+    img.alt = alt;
+    img.src = imageUrl(ref);
+    img.dataset.filename = ref.filename;
+    append(cell, img, el("figcaption", null, caption));
+    return cell;
+}
+
+/** RR_RepairLoopEnd: every round's mask over the image it repaired, the result, the regions, the scores
+ *  before and after, and why the loop stopped. Round 0 is the image as given. */
+export function renderRepair(list, imageUrl) {
+    const card = cardShell("repair", "Repair loop");
+    for (const h of list) {
+        const rounds = h.rounds || [];
+        const root = append(card, el("div", "rr-loop rr-repair")).lastChild;
+        loopHead(root, h);
+        const titles = h.titles || {};
+        rounds.forEach((r, i) => {
+            const repaired = r.subject !== null && r.subject !== undefined;
+            const box = append(root, el("div", "rr-round")).lastChild;
+            box.dataset.round = r.index;
+            if (r.index === h.best) box.classList.add("rr-round-best");
+            const top = append(box, el("div", "rr-row")).lastChild;
+            const overall = repaired ? `${overallText(r.before, h.labels)} → ${overallText(r.overall, h.labels)}`
+                                     : overallText(r.overall, h.labels);
+            append(top, el("span", "rr-round-title", repaired ? `Round ${r.index}` : "Round 0 · as given"),
+                   r.index === h.best ? el("span", "rr-badge rr-badge-best", "best") : null,
+                   r.good ? el("span", "rr-badge rr-badge-good", "meets rule") : null,
+                   repaired ? el("span", "rr-round-seed", `seed ${r.seed}`) : null,
+                   el("span", "rr-round-overall", overall));
+            const shots = (h.thumbs || [])[i] || {};
+            const area = `${(100 * (r.mask_area || 0)).toFixed(1)}%`;
+            const grid = append(box, el("div", "rr-thumbs rr-repair-thumbs")).lastChild;
+            append(grid, thumb(shots.mask, "rr-repair-mask", `round ${r.index}: mask over round ${r.subject}`,
+                               `mask · ${area}`, imageUrl),
+                   thumb(shots.image, "rr-repair-image", `round ${r.index}`, repaired ? "result" : "as given",
+                         imageUrl));
+            append(box, scoreChips(r, (h.statuses || [])[i], titles, h.labels));
+            if (repaired) {
+                const regions = append(box, el("div", "rr-regions")).lastChild;
+                append(regions, el("span", "rr-label", `repaired round ${r.subject}: `),
+                       el("span", "rr-regions-found", (r.found || []).join(", ") || "—"));
+                const missed = (r.phrases || []).filter((p) => !(r.found || []).includes(p)
+                                                        && !(r.refused || []).some((x) => x.phrase === p));
+                if (missed.length) append(box, el("div", "rr-note rr-regions-missed", `not found: ${missed.join(", ")}`));
+                for (const x of r.refused || []) {
+                    append(box, el("div", "rr-note rr-regions-refused",
+                                   `refused: ${x.phrase} (${(100 * x.area).toFixed(0)}% of the image)`));
+                }
+            }
+            if (r.note) append(box, el("div", "rr-note", r.note));
+            if (r.warnings && r.warnings.length) append(box, warningsBlock(r.warnings));
+        });
     }
     return card;
 }

@@ -31,6 +31,13 @@ class Detection:
                 "phrase_score": round(self.phrase_score, 4)}
 
 
+def as_bounding_boxes(detections: Sequence[Detection]) -> list[dict]:
+    """Detections in the layout of ComfyUI's BOUNDING_BOX type (``x``, ``y``, ``width``, ``height``,
+    ``score`` in pixels, as core's SAM3 Detect writes it), with the phrase as ``label``."""
+    return [{"x": d.box[0], "y": d.box[1], "width": d.box[2] - d.box[0], "height": d.box[3] - d.box[1],
+             "score": d.score, "label": d.phrase} for d in detections]
+
+
 @dataclass
 class DetectionResult:
     detections: list[Detection]

@@ -62,6 +62,20 @@ def union(masks: torch.Tensor) -> torch.Tensor:
     return masks.float().amax(0)
 
 
+def tint(images: torch.Tensor, mask: torch.Tensor | None, color: Sequence[float] = (1.0, 0.2, 0.15),
+         alpha: float = 0.55) -> torch.Tensor:
+    """RGB copies of an IMAGE batch [B, H, W, C] with ``mask`` ([..., H, W] in [0, 1], resized to the
+    images when sizes differ) tinted in: a round's mask shown over the image it repaired."""
+    rgb = images[..., :3].float() if images.shape[-1] >= 3 else images[..., :1].float().expand(*images.shape[:-1], 3)
+    if mask is None or mask.numel() == 0:
+        return rgb.clone()
+    m = mask.float().reshape(-1, 1, *mask.shape[-2:])[:1]
+    if m.shape[-2:] != rgb.shape[1:3]:
+        m = F.interpolate(m, size=tuple(rgb.shape[1:3]), mode="bilinear", align_corners=False)
+    m = (alpha * m.clamp(0, 1))[:, 0, :, :, None].to(rgb.device)
+    return rgb * (1 - m) + torch.tensor(list(color), dtype=rgb.dtype, device=rgb.device) * m
+
+
 def palette(n: int) -> list[tuple[int, int, int]]:
     return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb((i * 0.61803) % 1.0, 0.85, 1.0)) for i in range(max(n, 1))]
 

@@ -1,6 +1,6 @@
 """What the critique card shows: every node's ``ui`` payload, built from the core's typed results.
 
-One module for the four cards (``rr_critiques``, ``rr_compare``, ``rr_rank``, ``rr_loop``), so a
+One module for the five cards (``rr_critiques``, ``rr_compare``, ``rr_rank``, ``rr_loop``, ``rr_repair``), so a
 score reads the same everywhere: the names of non-numeric scores come from
 :func:`rationalrewards.judging.critique.score_label` (sent as ``labels``), and the loop's prompt diff is
 computed here with :mod:`difflib`. The browser's card (``web/rr_card_dom.js``) only renders what
@@ -122,13 +122,25 @@ def word_diff(before: str, after: str) -> list[dict[str, str]]:
     return out
 
 
-def loop_card(history: History, critiques: Sequence[Critique]) -> dict:
-    """``ui`` of Refine Loop End: the history, dimension titles, each round's score statuses (the round
-    scores are None for both N/A and unreadable) and each round's prompt diff against the round before."""
-    prompts = [r.prompt for r in history.rounds]
-    entry = json.loads(history.to_json()) | {
+def _rounds_entry(history: History, critiques: Sequence[Critique]) -> dict[str, Any]:
+    """A loop's history as a card entry: the rounds, dimension titles and each round's score statuses
+    (the round scores are None for both N/A and unreadable)."""
+    return json.loads(history.to_json()) | {
         "titles": {k: BY_KEY[k].title for k in (critiques[-1].dimensions if critiques else {})},
         "statuses": [{k: d.status.value for k, d in c.dimensions.items()} for c in critiques],
-        "diffs": [None] + [word_diff(a, b) for a, b in zip(prompts, prompts[1:])],
         "labels": card_labels()}
+
+
+def loop_card(history: History, critiques: Sequence[Critique]) -> dict:
+    """``ui`` of Refine Loop End: the history with each round's prompt diff against the round before."""
+    prompts = [r.prompt for r in history.rounds]
+    entry = _rounds_entry(history, critiques) | {
+        "diffs": [None] + [word_diff(a, b) for a, b in zip(prompts, prompts[1:])]}
     return {"rr_loop": [entry]}
+
+
+def repair_card(history: History, critiques: Sequence[Critique], thumbs: Sequence[dict | None]) -> dict:
+    """``ui`` of Repair Loop End: every round (phrases, masked area, overall before and after, why it
+    stopped) and per round the image refs the node saved (``thumbs``: ``mask``, the round's mask over the
+    image it repaired, and ``image``, what came out; None for a round without images)."""
+    return {"rr_repair": [_rounds_entry(history, critiques) | {"thumbs": list(thumbs)}]}

@@ -93,7 +93,7 @@ def test_a_misspelt_stop_dimension_is_refused_when_queued(comfy_server, models_d
     errors = body.get("node_errors") or {}
     assert [e["class_type"] for e in errors.values()] == ["RR_RefineLoopEnd"], body   # nothing else is wrong
     text = json.dumps(errors)
-    assert "RR Refine Loop End" in text and "'Text Faithfulnes'" in text
+    assert "Refine Loop End" in text and "'Text Faithfulnes'" in text
     assert "Physical and Visual Quality" in text and "Image Faithfulness" in text
     if body.get("prompt_id"):
         entry = comfy_server.wait(body["prompt_id"], timeout=120)

@@ -18,8 +18,8 @@ LOCALE = json.loads((ROOT / "locales" / "en" / "nodeDefs.json").read_text(encodi
 # words the screen no longer uses: the current frontends say Run and Templates; the widgets say these
 STALE = ["press **Queue**", "Queue Prompt", "Browse Templates", "allow download", "'allow_download'",
          "Load RationalRewards Critic", "*quantization*", "RR_LoadCritic", "RR Load Critic"]
-# the node files with schemas or messages (loop.py is being reworked elsewhere: the region repair loop)
-NODE_FILES = sorted(p for p in (ROOT / "nodes").glob("*.py") if p.name not in ("loop.py", "__init__.py", "residency.py"))
+# the node files with schemas or messages
+NODE_FILES = sorted(p for p in (ROOT / "nodes").glob("*.py") if p.name not in ("__init__.py", "residency.py"))
 
 
 # ids that are on screen elsewhere under the same spelling: the Critique nodes' output "critique_data", and

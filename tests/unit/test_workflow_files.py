@@ -14,7 +14,7 @@ WORKFLOWS = Path(__file__).parent.parent.parent / "workflows"
 NAMES = twin_names()
 NOTE_TYPES = ("Note", "MarkdownNote")
 TITLE_BAR = 30                    # the frontend draws a node's title above its pos
-CARD_NODES = ("RR_CritiqueImage", "RR_CritiqueEdit", "RR_Compare", "RR_Rank", "RR_RefineLoopEnd")
+CARD_NODES = ("RR_CritiqueImage", "RR_CritiqueEdit", "RR_Compare", "RR_Rank", "RR_RefineLoopEnd", "RR_RepairLoopEnd")
 
 
 def load(name: str) -> dict:
@@ -138,3 +138,16 @@ def test_download_commands_in_notes_exist_and_name_the_loader_folder():
                 assert "huggingface-cli" not in text
                 if "hf download TIGER-Lab/" in text:
                     assert "--local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-" in text
+
+
+def test_the_repair_loop_marks_the_inpainting_as_the_artists_to_swap():
+    wf = load("repair_regions_loop")
+    text = " ".join(n["widgets_values"][0] for n in wf["nodes"] if n["type"] in NOTE_TYPES)
+    assert "InpaintModelConditioning" in text and "Fill" in text and "example" in text
+    body = next(g for g in wf["groups"] if "your inpainting" in g["title"])
+    b = body["bounding"]
+    inpaint = [n for n in wf["nodes"] if n["type"] in ("SetLatentNoiseMask", "ImageCompositeMasked")
+               or n.get("title") == "Inpaint"]
+    assert len(inpaint) == 3 and all(inside(box(n), (b[0], b[1], b[0] + b[2], b[1] + b[3])) for n in inpaint)
+    start = next(n for n in wf["nodes"] if n["type"] == "RR_RepairLoopStart")
+    assert not inside(box(start), (b[0], b[1], b[0] + b[2], b[1] + b[3]))      # the loop nodes stay outside it
