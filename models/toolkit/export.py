@@ -251,7 +251,8 @@ def export(folder: str | Path, out: str | Path, fmt: str = "bf16", *, template_d
         with open(part, "wb") as fh:
             head = _header_bytes(header, metadata)
             fh.write(head)
-            for i, (e, t, digest) in enumerate(_tensors(entries)):
+            written = 0
+            for e, t, digest in _tensors(entries):   # (not enumerate: it keeps the last item alive)
                 data = _bytes(t)
                 if digest:
                     digests[e.source] = digest
@@ -259,8 +260,9 @@ def export(folder: str | Path, out: str | Path, fmt: str = "bf16", *, template_d
                     raise ExportError(f"{e.source} in {e.file.name} is not the shape its header says")
                 fh.write(memoryview(data))
                 del t, data
+                written += 1
                 if progress is not None:
-                    progress(i + 1, len(entries))
+                    progress(written, len(entries))
             weights = hashlib.sha256("".join(f"{k}:{digests[k]}\n" for k in sorted(digests)).encode()).hexdigest()
             metadata[META + "weights_sha256"] = weights
             final = _header_bytes(header, metadata)

@@ -97,9 +97,19 @@ def test_a_user_template_changes_the_recorded_hash(sharded, tmp_path):
 
 
 def test_export_streams_one_source_tensor_at_a_time(sharded, tmp_path, monkeypatch):
-    """Never the whole model twice in memory: at most one source tensor is alive while the file is written."""
-    import rationalrewards.toolkit.export as ex
+    """Never the whole model twice in memory: no tensor read before is alive when the next one is read. The
+    shards are bf16 here (as real checkpoints are), so the written tensor *is* the source tensor."""
+    import shutil
     import weakref
+
+    from safetensors.torch import save_file
+
+    import rationalrewards.toolkit.export as ex
+
+    bf16 = tmp_path / "RationalRewards-bf16"
+    shutil.copytree(sharded, bf16)
+    for f in bf16.glob("*.safetensors"):
+        save_file({k: v.to(torch.bfloat16) for k, v in load_file(f).items()}, f)
 
     alive: list = []
     real = ex.quantize_fp8
@@ -118,8 +128,8 @@ def test_export_streams_one_source_tensor_at_a_time(sharded, tmp_path, monkeypat
     import safetensors
     monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: Handle(safe_open(*a, **k)))
     monkeypatch.setattr(ex, "quantize_fp8", real)
-    result = export(sharded, tmp_path / "s.safetensors", "fp8")
-    assert result.tensors > len(source_tensors(sharded))
+    result = export(bf16, tmp_path / "s.safetensors", "fp8")
+    assert result.tensors > len(source_tensors(bf16)) and len(alive) == 1
 
 
 def test_refusals_name_the_fix(tmp_path, sharded):
