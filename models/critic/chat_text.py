@@ -9,6 +9,8 @@ takes as "already templated" (it then adds no template of its own and no empty `
 """
 from __future__ import annotations
 
+from ..backends.base import Backend
+from ..errors import RationalRewardsError
 from .prompting import ChatRequest
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -26,3 +28,18 @@ def chat_text(request: ChatRequest) -> str:
 def image_count(text: str) -> int:
     """How many images a chat text places (each ``<|image_pad|>`` takes one)."""
     return text.count(IMAGE_PAD)
+
+
+class PromptsOnly(Backend):
+    """The backend of a critic that only renders prompts (:meth:`Critic.prepare`): the answer comes from a
+    text generator outside the pack (core TextGenerate, another VLM pack) and is read back by the parser."""
+
+    name = "prompts-only"
+
+    @property
+    def model_name(self) -> str:
+        return "a text generator outside the pack"
+
+    def generate(self, requests, options, *, forced=None, progress=None, should_stop=None, stream=None):
+        raise RationalRewardsError("this critic only writes prompts (chat text for another text generator); it "
+                                   "answers nothing itself. Read that generator's answer with Read Critique")
