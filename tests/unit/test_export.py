@@ -157,3 +157,37 @@ def test_the_cli_writes_the_file_and_refuses_to_overwrite(sharded, tmp_path, cap
     assert file_metadata(written)["format"] == "bf16"
     with pytest.raises(SystemExit, match="rationalrewards export: .*no-such"):
         cli(["export", "no-such", "--models-dir", str(tmp_path), "--no-progress"])
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "fp8"])
+def test_the_memory_plan_counts_the_exported_file_to_the_byte(sharded, tmp_path, fmt):
+    """The native rows of the memory plan are computed from the shape; the exported file is the check."""
+    from rationalrewards.runtime import memory_plan as mp
+
+    path = export(sharded, tmp_path / f"{fmt}.safetensors", fmt).path
+    header = read_header(path)
+    data = max(meta["data_offsets"][1] for k, meta in header.items() if k != "__metadata__")
+    assert mp.native_weight_bytes(mp.shape_from_folder(sharded), fmt) == data
+
+
+def test_native_rows_of_the_memory_plan():
+    from rationalrewards.runtime import memory_plan as mp
+
+    shape = mp.shape_from_config(mp.QWEN3_VL_8B)
+    bf16, fp8 = (mp.native_plan(shape, f) for f in mp.NATIVE_FORMATS)
+    assert fp8.weights < 0.62 * bf16.weights and fp8.runtime == bf16.runtime
+    assert mp.streaming(fp8, 24 * mp.GiB) == (0, 0.0)
+    left, seconds = mp.streaming(bf16, 12 * mp.GiB)
+    assert left == bf16.weights - (12 * mp.GiB - bf16.runtime) and seconds == pytest.approx(left / mp.STREAM_BYTES_PER_S)
+    rows = mp.native_table(shape).splitlines()
+    [row12] = [r for r in rows if r.startswith("| 12 GB")]
+    assert row12.split("|")[3].strip() == "whole on the GPU" and "streams" in row12.split("|")[2]
+
+
+def test_the_readme_shows_the_computed_native_table():
+    from pathlib import Path
+
+    from rationalrewards.runtime import memory_plan as mp
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert mp.native_table(mp.shape_from_config(mp.QWEN3_VL_8B)) in readme
