@@ -19,15 +19,16 @@ from tests.fixtures.native_tiny import tree
 from tests.twins import pairwise_answer, pointwise_answer
 
 FILE = "RationalRewards-tiny_bf16.safetensors"
-HELPER = f'''"""Test only: teaches this server's Qwen3-VL the tiny size (tests/fixtures/native_tiny.py, read from the
-test checkout: the server's own ``tests`` package would shadow the checkout's)."""
-import importlib.util
+HELPER = f'''"""Test only: teaches this server's Qwen3-VL the tiny size (tests/fixtures/native_tiny.py, imported from
+its folder: the server has a ``tests`` package of its own that would shadow the checkout's)."""
 import sys
 
-spec = importlib.util.spec_from_file_location("rr_native_tiny", {str(REPO_ROOT / "tests" / "fixtures" / "native_tiny.py")!r})
-module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-module.register_tiny_size()
+sys.path.insert(0, {str(REPO_ROOT / "tests" / "fixtures")!r})
+try:
+    import native_tiny
+finally:
+    sys.path.pop(0)
+native_tiny.register_tiny_size()
 NODE_CLASS_MAPPINGS = {{}}
 '''
 colors = itertools.count(0x102030, 7919)
@@ -79,7 +80,7 @@ def test_a_critique_through_comfyuis_own_qwen3vl(server):
     assert "Requested to load Qwen3VLTEModel_" in log                     # a model ComfyUI's manager loads
     g = Graph()
     free = g.node("RR_CritiqueImage", critic=loader(g), image=image(g), prompt="a dog", weights="equal",
-                  max_new_tokens=6, temperature=0.0, seed=0)
+                  max_new_tokens=16, temperature=0.0, seed=0)
     [gibberish] = outputs(server.run(g, timeout=300))[free.id]["rr_critiques"]   # random weights: nothing invented
     assert all(d["score"] is None for d in gibberish["dimensions"])
 
@@ -116,6 +117,16 @@ def test_a_refine_loop_through_comfyuis_own_qwen3vl(server):
     assert [r["good"] for r in hist["rounds"]] == [False, True] and hist["best"] == 1
 
 
+def decoding(message: dict, node: str) -> bool:
+    """A progress report of ``node`` past zero: ``progress`` (every ComfyUI) or ``progress_state`` (newer ones)."""
+    data = message.get("data") or {}
+    if message["type"] == "progress":
+        return data.get("node") == node and data.get("value", 0) > 0
+    if message["type"] == "progress_state":
+        return (data.get("nodes") or {}).get(node, {}).get("value", 0) > 0
+    return False
+
+
 def test_cancel_stops_the_native_critic_mid_answer(server):
     budget = 4096
     g = Graph()
@@ -124,8 +135,12 @@ def test_cancel_stops_the_native_critic_mid_answer(server):
                   max_new_tokens=budget, temperature=0.0, seed=0)
     with server.events() as ev:
         prompt_id = server.queue(g)
-        ev.wait(lambda m: m["type"] == "progress" and m["data"]["node"] == crit.id and m["data"]["value"] > 0,
-                timeout=300, what="the critique's first decoding step")
+        try:
+            ev.wait(lambda m: decoding(m, crit.id), timeout=300, what="the critique's first decoding step")
+        except TimeoutError:
+            import json as _j
+            open("/tmp/rr_seen.json", "w").write(_j.dumps(ev.seen[-40:], indent=1))
+            raise
         server.interrupt()
         ev.wait(lambda m: m["type"] == "execution_interrupted" and m["data"].get("prompt_id") == prompt_id,
                 timeout=300, what="the interruption")
