@@ -130,17 +130,13 @@ def decoding(message: dict, node: str) -> bool:
 def test_cancel_stops_the_native_critic_mid_answer(server):
     budget = 4096
     g = Graph()
-    critic = loader(g, [{"answer": "the red cat is good and the blue dog is bad. " * 1000}])
+    # headers keep the node's bar moving (0.33 drops progress updates that come too close together)
+    critic = loader(g, [{"answer": "## Justification: the red cat is good and the blue dog is bad.\n" * 1000}])
     crit = g.node("RR_CritiqueImage", critic=critic, image=image(g), prompt="a red cat", weights="equal",
                   max_new_tokens=budget, temperature=0.0, seed=0)
     with server.events() as ev:
         prompt_id = server.queue(g)
-        try:
-            ev.wait(lambda m: decoding(m, crit.id), timeout=300, what="the critique's first decoding step")
-        except TimeoutError:
-            import json as _j
-            open("/tmp/rr_seen.json", "w").write(_j.dumps(ev.seen[-40:], indent=1))
-            raise
+        ev.wait(lambda m: decoding(m, crit.id), timeout=300, what="the critique's first decoding step")
         server.interrupt()
         ev.wait(lambda m: m["type"] == "execution_interrupted" and m["data"].get("prompt_id") == prompt_id,
                 timeout=300, what="the interruption")
