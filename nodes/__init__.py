@@ -5,17 +5,19 @@ from .common import register_model_folder
 from .compare import Compare
 from .critique import CritiqueEdit, CritiqueImage
 from .load_critic import LoadCritic, ReplayAnswers
+from .native_critic import LoadNativeCritic
 from .localise import DefectPhrases, LoadGrounding, LocaliseDefects
 from .loop import RefineLoopEnd, RefineLoopStart
 from .rank import Rank
+from .read_critique import CriticPrompt, ReadCritique
 from .refine import RefinePrompt
 from .repair import RepairLoopEnd, RepairLoopStart
 from .save import SaveCritique
 from .server_critic import ServerCritic
 
-NODES = [LoadCritic, ReplayAnswers, CritiqueImage, CritiqueEdit, Compare, Rank, RefinePrompt, RefineLoopStart,
-         RefineLoopEnd, ServerCritic, LoadGrounding, DefectPhrases, LocaliseDefects, RepairLoopStart, RepairLoopEnd,
-         SaveCritique]
+NODES = [LoadCritic, LoadNativeCritic, ReplayAnswers, CritiqueImage, CritiqueEdit, Compare, Rank, RefinePrompt,
+         RefineLoopStart, RefineLoopEnd, ServerCritic, LoadGrounding, DefectPhrases, LocaliseDefects, RepairLoopStart,
+         RepairLoopEnd, SaveCritique, ReadCritique, CriticPrompt]
 
 
 class RationalRewardsExtension(ComfyExtension):

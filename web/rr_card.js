@@ -15,6 +15,7 @@ const MARGIN = 10;  // the frontend's default DOM widget margin, above and below
 const CARDS = {
     RR_CritiqueImage: (out) => out.rr_critiques && renderCritiques(out.rr_critiques, out.rr_images, imageUrl),
     RR_CritiqueEdit: (out) => out.rr_critiques && renderCritiques(out.rr_critiques, out.rr_images, imageUrl),
+    RR_ReadCritique: (out) => out.rr_critiques && renderCritiques(out.rr_critiques, out.rr_images, imageUrl),
     RR_Compare: (out) => out.rr_compare && renderCompare(out.rr_compare, out.images, imageUrl),
     RR_Rank: (out) => out.rr_rank && renderRank(out.rr_rank, out.images, imageUrl),
     RR_RefineLoopEnd: (out) => out.rr_loop && renderLoop(out.rr_loop),

@@ -32,6 +32,7 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, CompileCon
 from ..runtime.compat import DependencyError  # noqa: E402
 from ..critic.prompting import ChatRequest  # noqa: E402
 from ..runtime.quantization import found_quantization, quantization_config, require_method  # noqa: E402
+from .sampling import sample  # noqa: E402
 from .base import Backend, GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn  # noqa: E402,F401
 from .options import (ATTENTION, DECODING, DTYPES, available_attention, pick_device, pick_dtype,  # noqa: E402,F401
                       resolve_decoding)
@@ -93,20 +94,8 @@ class SeededSampler(LogitsProcessor):
         self.generators = [torch.Generator(device=device).manual_seed(seed) for _ in range(rows)]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores = scores.float()
-        if 0 < self.top_k < scores.shape[-1]:
-            kth = scores.topk(self.top_k, dim=-1).values[..., -1:]
-            scores = scores.masked_fill(scores < kth, -math.inf)
-        # shift first: a tiny temperature then sends every other logit to -inf instead of inf/inf = NaN
-        probs = torch.softmax((scores - scores.max(dim=-1, keepdim=True).values) / self.temperature, dim=-1)
-        if self.top_p < 1.0:
-            sorted_p, idx = probs.sort(dim=-1, descending=True)
-            drop = sorted_p.cumsum(-1) - sorted_p > self.top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, idx, sorted_p)
-        picks = torch.stack([torch.multinomial(probs[i], 1, generator=g)
-                             for i, g in enumerate(self.generators)])
-        out = torch.full_like(scores, -math.inf)
+        picks = sample(scores, self.temperature, self.top_p, self.top_k, self.generators)
+        out = torch.full_like(scores.float(), -math.inf)
         return out.scatter_(-1, picks, 0.0)
 
 

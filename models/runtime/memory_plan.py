@@ -385,6 +385,66 @@ def table(shape: Shape, *, dtype: str = "bf16", new_tokens: int = 2048,
     return "\n".join(lines)
 
 
+# -- the native critic (ComfyUI's own Qwen3-VL, a file made by ``rationalrewards export``) --------------
+NATIVE_FORMATS = ("bf16", "fp8")
+# Host-to-GPU bandwidth assumed for weight streaming (PCIe 4.0 x16 in practice): an assumption, not a measurement.
+STREAM_BYTES_PER_S = 25e9
+
+
+def language_linear(shape: Shape) -> int:
+    """Weights of the language model's attention and MLP projections: what the fp8 file stores in 8 bits."""
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    return shape.layers * (shape.hidden * q + 2 * shape.hidden * kv + q * shape.hidden
+                           + 3 * shape.hidden * shape.intermediate)
+
+
+def native_weight_bytes(shape: Shape, fmt: str) -> int:
+    """Bytes of an exported file's weights: bf16 everything, or the projections in fp8 (+ a float32 scale each)."""
+    if fmt not in NATIVE_FORMATS:
+        raise ValueError(f"format must be one of {NATIVE_FORMATS}; got {fmt!r}")
+    total = shape.weights.total * 2
+    if fmt == "bf16":
+        return total
+    projections = language_linear(shape)
+    return total - projections + 4 * 7 * shape.layers      # 1 byte instead of 2, one scale per projection
+
+
+def native_plan(shape: Shape, fmt: str, *, new_tokens: int = 2048, image_pixels: int = DEFAULT_IMAGE_PIXELS,
+                images_per_item: int = 1) -> MemoryPlan:
+    """One native critique (batch 1: ComfyUI's Qwen3-VL decodes one sequence at a time), computing in bf16."""
+    base = plan(shape, dtype="bf16", new_tokens=new_tokens, image_pixels=image_pixels, images_per_item=images_per_item)
+    return replace(base, quantization=f"{fmt} file", weights=native_weight_bytes(shape, fmt),
+                   notes=("ComfyUI's own Qwen3-VL",))
+
+
+def streaming(current: MemoryPlan, budget: int) -> tuple[int, float]:
+    """(bytes of weights left in host memory, seconds per token to stream them) when ``current`` does not fit
+    ``budget`` whole: ComfyUI's dynamic VRAM keeps what fits and streams the rest through every forward pass
+    (each new token), at :data:`STREAM_BYTES_PER_S`."""
+    resident = max(0, budget - current.runtime)
+    left = max(0, current.weights - resident)
+    return left, left / STREAM_BYTES_PER_S
+
+
+def native_table(shape: Shape, *, new_tokens: int = 2048, image_pixels: int = DEFAULT_IMAGE_PIXELS,
+                 cards: Sequence[int] = CARDS_GIB) -> str:
+    """Markdown: per card, each exported file whole on the GPU, or how much ComfyUI streams per token."""
+    plans = {f: native_plan(shape, f, new_tokens=new_tokens, image_pixels=image_pixels) for f in NATIVE_FORMATS}
+    lines = ["| card | " + " | ".join(f"{f} file ({gib(p.weights)} weights + {gib(p.runtime)} per critique)"
+                                      for f, p in plans.items()) + " |",
+             "|---|" + "---|" * len(plans)]
+    for card in cards:
+        budget = card * GiB - GiB // 2
+        cells = []
+        for p in plans.values():
+            left, seconds = streaming(p, budget)
+            cells.append("whole on the GPU" if not left else
+                         f"streams {gib(left)} per token (~{seconds:.2f} s/token at {STREAM_BYTES_PER_S / 1e9:g} GB/s)"
+                         if budget > p.runtime else "does not fit (use the server critic)")
+        lines.append(f"| {card} GB | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 QWEN3_VL_8B = {   # the published config.json of Qwen/Qwen3-VL-8B-Instruct (sizes only)
     "model_type": "qwen3_vl", "tie_word_embeddings": False,
     "text_config": {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
@@ -402,5 +462,9 @@ if __name__ == "__main__":   # python -m rationalrewards.runtime.memory_plan [CO
          shape_from_config(json.loads(Path(arg).read_text())) if arg else shape_from_config(QWEN3_VL_8B))
     for q in QUANTIZATIONS:
         print(f"{q:5s} {plan(s, quantization=q).describe()}")
+    for f in NATIVE_FORMATS:
+        print(f"native {f} file: {native_plan(s, f).describe()}")
     print()
     print(table(s))
+    print()
+    print(native_table(s))

@@ -10,6 +10,8 @@
         --model Qwen/Qwen3-VL-32B-Instruct [--margin 1] [--phases anchor,filter,project,export,distill]
     rationalrewards parrot genai_bench/ --format genai-bench --out parrot/ --server ... --model ...
     rationalrewards refine --pipeline ./sd-turbo --model RationalRewards-8B-T2I --prompt "a fox" --out runs/
+    rationalrewards export ~/models/rationalrewards/RationalRewards-8B-T2I --format fp8 \
+        --out ComfyUI/models/text_encoders/RationalRewards-8B-T2I_fp8_scaled.safetensors
 """
 from __future__ import annotations
 
@@ -379,6 +381,59 @@ def _refine_parser(sub) -> None:
     r.set_defaults(func=_refine)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from ..runtime.checkpoints import CheckpointNotFound, resolve_checkpoint
+    from .export import ExportError, export
+
+    try:
+        folder = resolve_checkpoint(args.checkpoint, args.models_dir or [str(Path.cwd())])
+    except CheckpointNotFound as e:
+        raise SystemExit(f"rationalrewards export: {e}") from None
+    suffix = "bf16" if args.format == "bf16" else "fp8_scaled"
+    out = Path(args.out) if args.out else Path.cwd() / f"{folder.name}_{suffix}.safetensors"
+    if out.is_dir():
+        out = out / f"{folder.name}_{suffix}.safetensors"
+    if out.exists() and not args.force:
+        raise SystemExit(f"rationalrewards export: {out} exists; pass --force to replace it")
+    with tqdm(total=0, unit="tensor", disable=args.no_progress, desc=f"export {args.format}") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        try:
+            result = export(folder, out, args.format, progress=progress,
+                            template_dirs=(args.template_dir,) if args.template_dir else ())
+        except ExportError as e:
+            raise SystemExit(f"rationalrewards export: {e}") from None
+    for note in result.notes:
+        print(f"rationalrewards export: note: {note}", file=sys.stderr)
+    print(f"{result.path} ({result.bytes / 1e9:.2f} GB, {args.format}, {result.tensors} tensors"
+          f"{f', {result.fp8_layers} layers in fp8' if result.fp8_layers else ''}); put it in ComfyUI's "
+          "models/text_encoders/ and pick it on Load RationalRewards Critic (ComfyUI native)")
+    return 0
+
+
+def _export_parser(sub) -> None:
+    from .export import FORMATS
+
+    x = sub.add_parser("export", help="a Qwen3-VL critic checkpoint folder -> one .safetensors for ComfyUI's "
+                                      "models/text_encoders/ (bf16, or fp8 in ComfyUI's scaled layout), streamed "
+                                      "shard by shard")
+    x.add_argument("checkpoint", help="checkpoint folder (config.json + *.safetensors, sharded or not), or its "
+                                      "name in --models-dir")
+    x.add_argument("--models-dir", action="append", default=[], help="folder(s) holding checkpoint folders")
+    x.add_argument("--format", choices=FORMATS, default="bf16",
+                   help="bf16: ~17.5 GB for the 8B critic; fp8: the language model's linear layers in 8 bits "
+                        "(~10.6 GB), for 12-16 GB cards")
+    x.add_argument("--out", help="output file or folder (default: <checkpoint>_<format>.safetensors here)")
+    x.add_argument("--template-dir", help="your template folder, if you critique with your own templates (their "
+                                          "hashes are recorded in the file)")
+    x.add_argument("--force", action="store_true", help="replace an existing output file")
+    x.add_argument("--no-progress", action="store_true")
+    x.set_defaults(func=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rationalrewards", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -428,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_parse)
     _parrot_parser(sub)
     _refine_parser(sub)
+    _export_parser(sub)
     return parser
 
 

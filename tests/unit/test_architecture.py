@@ -154,19 +154,38 @@ class _no_warning:
 
 # --- the contract -------------------------------------------------------------------------------------
 
-@pytest.fixture(params=["transformers", "openai-server"])
-def backend(request, qwen3_critic):
+@pytest.fixture(params=["transformers", "openai-server", "comfyui"])
+def backend(request, qwen3_critic, tmp_path_factory):
     """Every backend of the pack, each answering the same tiny checkpoint (the server one through a fake
-    OpenAI peer that replies with what the request's forced answer asks, so the contract is the same)."""
+    OpenAI peer that replies with what the request's forced answer asks, so the contract is the same; the
+    ComfyUI one where a ComfyUI with native Qwen3-VL is present: RR_COMFYUI_TREE, its own pytest process)."""
     if request.param == "transformers":
         yield qwen3_critic.backend
+        return
+    if request.param == "comfyui":
+        from tests.fixtures.native_tiny import native_test_backend
+        yield native_test_backend(request.getfixturevalue("pack"), tmp_path_factory.mktemp("native"),
+                                  request.getfixturevalue("monkeypatch").setitem)
         return
     with FakeOpenAI() as peer:
         yield OpenAIServerBackend(peer.url, "critic", timeout_s=10, backoff_s=0)
 
 
+def _contract(backend):
+    """(Backend, Critic, Item, Task, GenerationOptions) of the core ``backend`` was built on: ``rationalrewards``,
+    or the pack's own copy of it as ComfyUI imports the pack (the native backend lives on the node side)."""
+    import importlib
+    module = type(backend).__module__
+    root = "rationalrewards" if module.startswith("rationalrewards") else module.split(".nodes.")[0] + ".models"
+    core = {m: importlib.import_module(f"{root}.{m}") for m in ("backends.base", "critic.critic", "judging.rubric")}
+    return (core["backends.base"].Backend, core["critic.critic"].Critic, core["critic.critic"].Item,
+            core["judging.rubric"].Task, core["backends.base"].GenerationOptions)
+
+
 def test_every_backend_meets_the_declared_contract(backend):
-    assert isinstance(backend, Backend) and backend.name in ("transformers", "openai-server")
+    Backend, Critic, Item, Task, GenerationOptions = _contract(backend)
+    GREEDY = GenerationOptions(max_new_tokens=600, temperature=0)
+    assert isinstance(backend, Backend) and backend.name in ("transformers", "openai-server", "comfyui")
     assert isinstance(backend.model_name, str) and backend.model_name
     assert isinstance(backend.batch_size, int) and backend.batch_size >= 1
     assert isinstance(backend.concurrent, bool) and backend.max_concurrency >= 1
