@@ -72,6 +72,9 @@ def _options(args: argparse.Namespace) -> GenerationOptions:
 def _critique(args: argparse.Namespace) -> int:
     if args.manifest:
         return _critique_manifest(args)
+    if args.engine == "ray":
+        raise SystemExit("rationalrewards critique --engine ray: critiques a --manifest (a few images on the command "
+                         "line run here, without Ray)")
     if not args.images or args.prompt is None:
         raise SystemExit("rationalrewards critique: give image files and --prompt, or --manifest FILE")
     from ..critic.critic import Item

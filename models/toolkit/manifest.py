@@ -11,6 +11,9 @@ Designed for long runs on several machines without a scheduler:
 * **Bad rows** (missing or unreadable image, empty prompt, an answer the server refused) are reported
   with their id, listed in ``<out>.errors.jsonl`` and skipped; a later run retries them.
 * Requests go through :class:`~.dispatch.Dispatcher`: one or several servers, or an in-process critic.
+
+For a cluster, :mod:`.ray_engine` runs the same rows through Ray Data with the functions below
+(``manifest_row``, ``row_cells``, ``row_item``, ``row_where``, ``output_record``): the same records.
 """
 from __future__ import annotations
 

@@ -12,14 +12,15 @@ the same work as a Ray Data pipeline, for when one machine is not enough:
    actor's own GPU, or clients of a vLLM fleet -- decodes the images and runs them through a
    :class:`~.dispatch.Dispatcher` (so through ``Critic.prepare`` and ``Critic.parse``), writing each row
    with :func:`.manifest.output_record`: exactly the single path's record;
-4. **write** each finished block as one file, ``OUT/part-<hash of its ids>.jsonl``, written to a hidden
-   temporary name and moved into place, so a file is whole or absent; failed rows go to
-   ``OUT.errors/part-<hash>.jsonl`` (``{"id", "error"}`` like ``OUT.errors.jsonl``).
+4. **write** each finished actor call (one block of ``batch_size`` rows) as one file,
+   ``OUT/part-<hash of its ids>.jsonl``, written to a hidden temporary name and moved into place, so a
+   file is whole or absent; failed rows go to ``OUT.errors/part-<hash>.jsonl`` (``{"id", "error"}`` like
+   the single path's ``OUT.errors.jsonl``).
 
 Resuming: a rerun reads the ids in ``OUT/part-*.jsonl``, skips them and retries the rest (the failed rows
-too). A killed job loses the rows in flight (blocks not yet written) and writes none twice: a retried
-block has the same ids, so the same file name, and replaces its file. Ids must be unique (checked before
-any critique). Ray is an optional extra: only this module imports it.
+too). A killed job loses the rows in flight (calls running or waiting for their write) and writes none
+twice: a retried call has the same ids, so the same file name, and replaces its file. Ids must be unique
+(checked before any critique). Ray is an optional extra: only this module imports it.
 """
 from __future__ import annotations
 
@@ -118,6 +119,17 @@ def _part_files(fs: "pafs.FileSystem", folder: str) -> list[str]:
     found = fs.get_file_info(pafs.FileSelector(folder))
     return sorted(f.path for f in found if f.type == pafs.FileType.File
                   and f.base_name.startswith(PART_PREFIX) and f.base_name.endswith(PART_SUFFIX))
+
+
+def _remove_leftovers(fs: "pafs.FileSystem", folder: str) -> int:
+    """Delete the temporary files a killed run left in ``folder`` (one run per output folder at a time)."""
+    if fs.get_file_info(folder).type != pafs.FileType.Directory:
+        return 0
+    stale = [f.path for f in fs.get_file_info(pafs.FileSelector(folder))
+             if f.base_name.startswith("." + PART_PREFIX) and f.base_name.endswith(".tmp")]
+    for path in stale:
+        fs.delete_file(path)
+    return len(stale)
 
 
 def output_files(out: str, filesystem: "pafs.FileSystem | None" = None) -> list[str]:
@@ -398,6 +410,8 @@ def critique_manifest_ray(manifest: str | Path, out: str | Path, specs: CriticSp
         ids = _ids(ray.data.read_datasource(_ManifestSource(manifest_path, ids_only=True, filesystem=manifest_fs)))
         _check_unique(ids, str(manifest))
         parts = _part_files(out_fs, out_path)
+        if _remove_leftovers(out_fs, out_path):
+            say(f"{out}: removed the unfinished files of an interrupted run")
         done = _ids(ray.data.read_datasource(_ManifestSource(parts, ids_only=True, filesystem=out_fs))) if parts \
             else pa.chunked_array([], pa.string())
         done = pa.concat_arrays(done.chunks) if done.num_chunks else pa.array([], pa.string())

@@ -272,6 +272,8 @@ def test_cli_ray_engine_rejects_shard_and_says_how_to_install_ray(tmp_path, monk
             "--server", "http://127.0.0.1:9/v1"]
     with pytest.raises(SystemExit, match="leave --shard out"):
         main(base + ["--shard", "1/2"])
+    with pytest.raises(SystemExit, match="critiques a --manifest"):
+        main(["critique", "--engine", "ray", "--prompt", "p", str(tmp_path / "img" / "0.png"), "--server", "x"])
     monkeypatch.setitem(sys.modules, "ray", None)              # as if Ray were not installed
     monkeypatch.delitem(sys.modules, "rationalrewards.toolkit.ray_engine", raising=False)
     with pytest.raises(SystemExit, match=r"pip install \"ray\[data\]"):

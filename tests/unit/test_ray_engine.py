@@ -183,6 +183,7 @@ def test_killed_cli_run_resumes_without_loss_or_duplicate(tmp_path, local_ray):
             proc.wait()
         first = {f: Path(f).read_bytes() for f in output_files(str(out))}
         assert 6 <= len(ray_records(out)) < n
+        (out / ".part-0123.jsonl.abc.tmp").write_text('{"id": "r15", "sco')     # as if killed mid-write
         peer.hold = None
         gate.set()
         report = critique_manifest_ray(manifest, out, ServerSpec(peer.url, "critic", retries=0), options=OPTS,
@@ -191,6 +192,7 @@ def test_killed_cli_run_resumes_without_loss_or_duplicate(tmp_path, local_ray):
     assert sorted(records) == sorted(f"r{i}" for i in range(n))
     assert report.already_done + report.written == n and not report.failed
     assert all(Path(f).read_bytes() == data for f, data in first.items())   # finished files were left alone
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_manifest_problems_are_named_before_any_critique(tmp_path, local_ray):
