@@ -35,7 +35,7 @@ COMFY_REQS=(comfyui-frontend-package==1.32.9 torchsde einops sentencepiece aioht
             psutil alembic SQLAlchemy "av>=14.2.0" kornia spandrel "pydantic~=2.0" "pydantic-settings~=2.0")
 TEST_REQS=(pytest hypothesis requests websocket-client playwright "transformers[serving]>=5.0,<6"
            "segment-anything>=1.0" "pyarrow>=14" "diffusers>=0.42,<1" "trl>=1.16,<2" "peft>=0.21,<1"
-           "datasets>=4.7,<6" "bitsandbytes>=0.50")
+           "datasets>=4.7,<6" "bitsandbytes>=0.50" "ray[data]>=2.60,<3")   # ray: ~50 s, ~250 MB (2026-12)
 
 WITH_TEST=0
 for arg in "$@"; do

@@ -5,6 +5,8 @@
     rationalrewards critique --model ... --source before.png --prompt "make it night" after.png
     rationalrewards critique --manifest rows.parquet --server http://gpu1:8000/v1 --server http://gpu2:8000/v1 \
         --model rationalrewards-t2i --shard 0/4 --out shard0.jsonl     # resumable
+    rationalrewards critique --manifest s3://bucket/rows.parquet --engine ray --model RationalRewards-8B-T2I \
+        --models-dir /mnt/models --ray-actors 1-8 --out s3://bucket/critiques/   # on a Ray cluster, resumable
     rationalrewards parse answer.txt [--task edit]
     rationalrewards parrot prefs.jsonl --out parrot/ --server http://127.0.0.1:8000/v1 \
         --model Qwen/Qwen3-VL-32B-Instruct [--margin 1] [--phases anchor,filter,project,export,distill]
@@ -31,28 +33,37 @@ from ..judging.rubric import WEIGHT_PRESETS, Task
 from ..judging.rules import UNREADABLE_HELP, UnreadableReward
 
 
-def _make_critics(args: argparse.Namespace) -> list:
-    """The critic(s) the arguments ask for: one per ``--server`` URL, or one in-process checkpoint."""
-    from ..critic.script import AnswerScript
+def _critic_specs(args: argparse.Namespace) -> list:
+    """What the arguments ask for, as factory specs: one per ``--server`` URL, or one checkpoint."""
+    from ..runtime.factory import CheckpointSpec, ServerSpec
 
-    script = AnswerScript.from_text(Path(args.replay).read_text(encoding="utf-8")) if args.replay else None
     template_dirs = (args.template_dir,) if args.template_dir else ()
     if args.server:
-        from ..runtime.factory import server_critics
-        critics = server_critics(args.server, model=args.model or "", api_key_env=args.api_key_env,
-                                 timeout_s=args.timeout, retries=args.retries, max_pixels=args.max_pixels,
-                                 template_dirs=template_dirs)
-    else:
-        from ..runtime.factory import CheckpointSpec, build_critic
-        name = str(Path(args.model_dir).resolve()) if args.model_dir else args.model
-        if not name:
-            raise SystemExit("rationalrewards: give --model NAME (with --models-dir), --model-dir DIR, or "
-                             "--server URL")
-        dirs = args.models_dir or ([] if args.model_dir or Path(name).is_absolute() else [str(Path.cwd())])
-        critics = [build_critic(CheckpointSpec(name, tuple(dirs), args.allow_download, dtype=args.dtype,
-                                               device=args.device, max_pixels=args.max_pixels,
-                                               batch_size=args.batch_size, template_dirs=template_dirs,
-                                               adapter=args.adapter))]
+        return [ServerSpec(url, args.model or "", api_key_env=args.api_key_env, timeout_s=args.timeout,
+                           retries=args.retries, max_pixels=args.max_pixels, template_dirs=template_dirs)
+                for url in args.server]
+    name = str(Path(args.model_dir).resolve()) if args.model_dir else args.model
+    if not name:
+        raise SystemExit("rationalrewards: give --model NAME (with --models-dir), --model-dir DIR, or "
+                         "--server URL")
+    dirs = args.models_dir or ([] if args.model_dir or Path(name).is_absolute() else [str(Path.cwd())])
+    return [CheckpointSpec(name, tuple(str(Path(d).resolve()) for d in dirs), args.allow_download, dtype=args.dtype,
+                           device=args.device, max_pixels=args.max_pixels, batch_size=args.batch_size,
+                           template_dirs=template_dirs, adapter=str(args.adapter.resolve()) if args.adapter else None)]
+
+
+def _script(args: argparse.Namespace):
+    from ..critic.script import AnswerScript
+
+    return AnswerScript.from_text(Path(args.replay).read_text(encoding="utf-8")) if args.replay else None
+
+
+def _make_critics(args: argparse.Namespace) -> list:
+    """The critic(s) the arguments ask for, built by the one factory."""
+    from ..runtime.factory import build_critic
+
+    script = _script(args)
+    critics = [build_critic(spec) for spec in _critic_specs(args)]
     return [c.with_script(script) for c in critics] if script else critics
 
 
@@ -63,6 +74,9 @@ def _options(args: argparse.Namespace) -> GenerationOptions:
 def _critique(args: argparse.Namespace) -> int:
     if args.manifest:
         return _critique_manifest(args)
+    if args.engine == "ray":
+        raise SystemExit("rationalrewards critique --engine ray: critiques a --manifest (a few images on the command "
+                         "line run here, without Ray)")
     if not args.images or args.prompt is None:
         raise SystemExit("rationalrewards critique: give image files and --prompt, or --manifest FILE")
     from ..critic.critic import Item
@@ -91,8 +105,7 @@ def _critique(args: argparse.Namespace) -> int:
 
 
 def _critique_manifest(args: argparse.Namespace) -> int:
-    from .dispatch import Dispatcher
-    from .manifest import critique_manifest, parse_shard
+    from .manifest import parse_shard
 
     if args.images or args.source:
         raise SystemExit("rationalrewards critique: --manifest takes its images, prompts and sources from the file; "
@@ -100,13 +113,54 @@ def _critique_manifest(args: argparse.Namespace) -> int:
     if not args.out:
         raise SystemExit("rationalrewards critique --manifest needs --out FILE.jsonl (the run resumes from it)")
     shard = parse_shard(args.shard)
-    with Dispatcher(_make_critics(args), args.max_concurrency) as pool:
-        report = critique_manifest(args.manifest, args.out, pool, options=_options(args), shard=shard,
-                                   task=args.task, weights=args.weights, progress=not args.no_progress)
+    if args.engine == "ray":
+        if shard != (0, 1):
+            raise SystemExit("rationalrewards critique: --shard splits a manifest between machines without a cluster; "
+                             "with --engine ray, Ray spreads the rows over its actors: leave --shard out")
+        report = _critique_manifest_ray(args)
+        where = f"{report.total} rows in the manifest"
+    else:
+        from .dispatch import Dispatcher
+        from .manifest import critique_manifest
+        with Dispatcher(_make_critics(args), args.max_concurrency) as pool:
+            report = critique_manifest(args.manifest, args.out, pool, options=_options(args), shard=shard,
+                                       task=args.task, weights=args.weights, progress=not args.no_progress)
+        where = f"of {report.in_shard} rows in shard {args.shard}; {report.total} in the manifest"
+    errors = f"{args.out}.errors" + ("" if args.engine == "ray" else ".jsonl")
     print(f"{report.written} written, {report.already_done} already in {args.out}, {len(report.failed)} failed "
-          f"(of {report.in_shard} rows in shard {args.shard}; {report.total} in the manifest)"
-          + (f"; failed rows listed in {args.out}.errors.jsonl" if report.failed else ""), file=sys.stderr)
+          f"({where})" + (f"; failed rows listed in {errors}" if report.failed else ""), file=sys.stderr)
     return 0 if not report.failed else 1
+
+
+def _critique_manifest_ray(args: argparse.Namespace):
+    from ..runtime.compat import DependencyError
+    try:
+        from .ray_engine import RayResources, critique_manifest_ray
+    except DependencyError as e:
+        raise SystemExit(f"rationalrewards critique --engine ray: {e}") from None
+    resources = RayResources(actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
+                             cpus_per_actor=args.ray_cpus_per_actor, batch_size=args.ray_batch_size,
+                             concurrency_per_actor=args.max_concurrency)
+    return critique_manifest_ray(args.manifest, args.out, _critic_specs(args), options=_options(args), task=args.task,
+                                 weights=args.weights, script=_script(args), resources=resources,
+                                 progress=not args.no_progress, address=args.ray_address)
+
+
+def _actors(text: str) -> int | tuple[int, int | None]:
+    """``N`` (a fixed pool), ``MIN-MAX`` or ``MIN-`` (autoscaling bounds; no MAX: as many as fit)."""
+    try:
+        if "-" not in text:
+            n = int(text)
+            if n >= 1:
+                return n
+        else:
+            lo, hi = text.split("-", 1)
+            bounds = int(lo), (int(hi) if hi.strip() else None)
+            if bounds[0] >= 1 and (bounds[1] is None or bounds[1] >= bounds[0]):
+                return bounds
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r}: give N (a fixed pool), MIN-MAX or MIN- (autoscaling), N and MIN >= 1")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -164,7 +218,7 @@ def add_critic_arguments(c: argparse.ArgumentParser) -> None:
                         "several replicas (requests are spread over them)")
     g.add_argument("--api-key-env", default="", help="NAME of the environment variable holding the API key")
     g.add_argument("--max-concurrency", type=int, default=None,
-                   help="requests in flight over all servers (default: 4 per server)")
+                   help="requests in flight over all servers (default: 4 per server); per actor with --engine ray")
     g.add_argument("--timeout", type=float, default=300.0, help="seconds per server request")
     g.add_argument("--retries", type=int, default=3, help="retries on connection errors, 429 and 5xx")
     g.add_argument("--allow-download", action="store_true", help="fetch a missing checkpoint from Hugging Face")
@@ -450,8 +504,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --manifest: force the task (default: edit for rows with a source, else t2i)")
     add_critic_arguments(c)
     c.add_argument("--weights", default="equal", choices=sorted(WEIGHT_PRESETS))
-    c.add_argument("--out", help="append JSON lines to this file (default: stdout)")
+    c.add_argument("--out", help="append JSON lines to this file (default: stdout); with --engine ray a folder of "
+                                 "part-*.jsonl files")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = c.add_argument_group("engine (with --manifest)")
+    r.add_argument("--engine", choices=["single", "ray"], default="single",
+                   help="single: this process (and --server replicas); ray: a Ray Data pipeline on the Ray cluster "
+                        "(pip install -e '.[ray]'), from a laptop to `ray job submit`")
+    r.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join (default: RAY_ADDRESS, as `ray job submit` sets it, else a local Ray)")
+    r.add_argument("--ray-actors", type=_actors, default=None,
+                   help="critic actors: N, or MIN-MAX / MIN- to autoscale (default: 1-, one per GPU that fits, for "
+                        "a checkpoint on GPUs; else 1)")
+    r.add_argument("--ray-gpus-per-actor", type=float, default=None,
+                   help="GPUs each actor reserves (default: 1 for a checkpoint when the cluster has GPUs, else 0)")
+    r.add_argument("--ray-cpus-per-actor", type=float, default=1.0, help="CPUs each actor reserves")
+    r.add_argument("--ray-batch-size", type=int, default=None,
+                   help="rows per actor call, written together (default: --batch-size for a checkpoint, "
+                        "--max-concurrency for servers)")
     c.set_defaults(func=_critique)
     e = sub.add_parser("eval", help="preference accuracy of a critic on a benchmark (resumable; --rescore "
                                     "recomputes from the answer cache)")

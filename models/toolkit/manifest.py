@@ -11,6 +11,9 @@ Designed for long runs on several machines without a scheduler:
 * **Bad rows** (missing or unreadable image, empty prompt, an answer the server refused) are reported
   with their id, listed in ``<out>.errors.jsonl`` and skipped; a later run retries them.
 * Requests go through :class:`~.dispatch.Dispatcher`: one or several servers, or an in-process critic.
+
+For a cluster, :mod:`.ray_engine` runs the same rows through Ray Data with the functions below
+(``manifest_row``, ``row_cells``, ``row_item``, ``row_where``, ``output_record``): the same records.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from PIL import Image
 from tqdm.auto import tqdm
 
 from ..backends.base import GenerationOptions
@@ -60,21 +64,37 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     rows: list[ManifestRow] = []
     seen: dict[str, int] = {}
     for pos, raw in enumerate(iter_rows(path)):
-        if pos == 0:
-            missing = [names[0] for names in (IMAGE_COLUMNS, PROMPT_COLUMNS) if not any(n in raw for n in names)]
-            if missing:
-                raise TableError(f"{path}: no {' or '.join(repr(m) for m in missing)} column; a manifest needs "
-                                 f"'image' and 'prompt' (optional 'source', 'id'); found {sorted(raw)}")
-        rid = raw.get("id")
-        rid = str(pos) if is_empty_cell(rid) else str(rid)
-        if rid in seen:
-            raise TableError(f"{path}: id {rid!r} appears in rows {seen[rid]} and {pos}; ids must be unique "
+        row = manifest_row(raw, pos, str(path))
+        if row.id in seen:
+            raise TableError(f"{path}: id {row.id!r} appears in rows {seen[row.id]} and {pos}; ids must be unique "
                              "(a resumed run skips the ids it has written)")
-        seen[rid] = pos
-        prompt = _pick(raw, PROMPT_COLUMNS)
-        rows.append(ManifestRow(rid, _pick(raw, IMAGE_COLUMNS), "" if is_empty_cell(prompt) else str(prompt),
-                                _pick(raw, SOURCE_COLUMNS), pos))
+        seen[row.id] = pos
+        rows.append(row)
     return rows
+
+
+def manifest_row(raw: dict[str, Any], pos: int, where: str) -> ManifestRow:
+    """The manifest row made of ``raw``, row ``pos`` (from 0) of the file ``where`` (both engines read rows
+    this way; the first row's columns are checked)."""
+    if pos == 0:
+        check_columns(raw, where)
+    prompt = _pick(raw, PROMPT_COLUMNS)
+    return ManifestRow(row_id(raw.get("id"), pos), _pick(raw, IMAGE_COLUMNS),
+                       "" if is_empty_cell(prompt) else str(prompt), _pick(raw, SOURCE_COLUMNS), pos)
+
+
+def check_columns(names: Iterable[str], where: str) -> None:
+    """Raise TableError naming the file when a manifest lacks its image or prompt column."""
+    names = set(names)
+    missing = [group[0] for group in (IMAGE_COLUMNS, PROMPT_COLUMNS) if not names.intersection(group)]
+    if missing:
+        raise TableError(f"{where}: no {' or '.join(repr(m) for m in missing)} column; a manifest needs "
+                         f"'image' and 'prompt' (optional 'source', 'id'); found {sorted(names)}")
+
+
+def row_id(value: Any, pos: int) -> str:
+    """A row's id: its ``id`` cell, or its row number when that is empty."""
+    return str(pos) if is_empty_cell(value) else str(value)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -178,16 +198,32 @@ class ManifestReport:
         return not self.failed and self.already_done + self.written == self.in_shard
 
 
+def row_cells(row: ManifestRow, task: Task | None) -> tuple[Task, Any, Any]:
+    """The row's task (``task``, or edit when the row has a source) and its image and source cells (the
+    source is None for T2I); raises CritiqueInputError for a row that lacks one."""
+    row_task = task or (Task.EDIT if not is_empty_cell(row.source) else Task.T2I)
+    if row_task is Task.EDIT and is_empty_cell(row.source):
+        raise CritiqueInputError("task is edit but the row has no 'source' image")
+    if is_empty_cell(row.image):
+        raise CritiqueInputError("the row has no 'image'")
+    return row_task, row.image, (row.source if row_task is Task.EDIT else None)
+
+
+def row_item(task: Task, prompt: str, image: Image.Image, source: Image.Image | None) -> Item:
+    """The pointwise item of a manifest row (the source first for an edit)."""
+    return Item(task, "pointwise", prompt, (image,) if task is Task.T2I else (source, image))
+
+
+def row_where(row: ManifestRow) -> dict[str, Any]:
+    """Where a record came from, as every manifest record starts: id, image, prompt, source."""
+    return {"id": row.id, "image": describe_cell(row.image), "prompt": row.prompt, "source": describe_cell(row.source)}
+
+
 def _row_item(row: ManifestRow, base_dir: Path, task: Task | None) -> Callable[[], Item]:
     def build() -> Item:
-        row_task = task or (Task.EDIT if not is_empty_cell(row.source) else Task.T2I)
-        if row_task is Task.EDIT and is_empty_cell(row.source):
-            raise CritiqueInputError("task is edit but the row has no 'source' image")
-        if is_empty_cell(row.image):
-            raise CritiqueInputError("the row has no 'image'")
-        image = load_image(row.image, base_dir)
-        images = (image,) if row_task is Task.T2I else (load_image(row.source, base_dir), image)
-        return Item(row_task, "pointwise", row.prompt, images)
+        row_task, image, source = row_cells(row, task)
+        image = load_image(image, base_dir)     # the image first: its error is the one reported
+        return row_item(row_task, row.prompt, image, None if source is None else load_image(source, base_dir))
     return build
 
 
@@ -232,8 +268,7 @@ def critique_manifest(manifest: str | Path, out: str | Path, dispatcher: Dispatc
 
 
 def _record(row: ManifestRow, outcome: Outcome, weights) -> dict[str, Any]:
-    return output_record(outcome, weights, id=row.id, image=describe_cell(row.image), prompt=row.prompt,
-                         source=describe_cell(row.source))
+    return output_record(outcome, weights, **row_where(row))
 
 
 def output_record(outcome: Outcome, weights, **where: Any) -> dict[str, Any]:
@@ -251,5 +286,6 @@ def read_ids(paths: Iterable[str | Path]) -> list[str]:
     return ids
 
 
-__all__ = ["ManifestReport", "ManifestRow", "ResumableJsonl", "critique_manifest", "critique_record", "output_record",
-           "parse_shard", "read_ids", "read_manifest", "shard_of"]
+__all__ = ["ManifestReport", "ManifestRow", "ResumableJsonl", "check_columns", "critique_manifest", "critique_record",
+           "manifest_row", "output_record", "parse_shard", "read_ids", "read_manifest", "row_cells", "row_id",
+           "row_item", "row_where", "shard_of"]

@@ -22,6 +22,7 @@ from rationalrewards.toolkit.dispatch import Dispatcher
 from rationalrewards.toolkit.manifest import (ResumableJsonl, critique_manifest, parse_shard, read_ids, read_manifest,
                                       shard_of)
 from rationalrewards.critic.script import AnswerScript, Rule
+from rationalrewards.critic.images import ImageError
 from rationalrewards.toolkit.tables import TableError
 from tests.fixtures.fake_openai import FakeOpenAI, Reply, completion
 from tests.unit.toolkit_answers import pointwise_answer, tag_of
@@ -256,3 +257,78 @@ def test_a_full_disk_stops_the_run_with_a_clear_message_and_the_rerun_completes(
         assert again.returncode == 0, again.stderr
     ids = read_ids([out])
     assert sorted(ids) == sorted(f"r{i}" for i in range(n)) and len(ids) == n and ids[:2] == kept
+
+
+# -- image cells (both engines read them with these) -----------------------------------------------------
+
+def test_image_cells_bytes_data_uris_paths_and_uris(tmp_path):
+    import base64
+    import importlib.util
+
+    from rationalrewards.toolkit.tables import cell_parts, decode_image, describe_cell, load_image
+    img = Image.new("RGB", (8, 6), (10, 200, 30))
+    img.save(tmp_path / "a.png")
+    png = (tmp_path / "a.png").read_bytes()
+    uri = "data:image/png;base64," + base64.b64encode(png).decode()
+    assert cell_parts(uri) == (png, None) and describe_cell(uri) == "<bytes>"
+    assert cell_parts({"bytes": base64.b64encode(png).decode(), "path": "a.png"}) == (png, "a.png")
+    assert cell_parts([" a.png "]) == (None, "a.png") and describe_cell({"path": "a.png", "bytes": png}) == "a.png"
+    cells = [uri, png, "a.png", str(tmp_path / "a.png"), [{"path": "a.png"}]]
+    if importlib.util.find_spec("pyarrow") is not None:     # URIs are read through pyarrow's filesystems
+        cells.append((tmp_path / "a.png").as_uri())
+    for cell in cells:
+        assert load_image(cell, tmp_path).tobytes() == img.tobytes(), cell
+    with pytest.raises(ImageError, match="base64"):
+        cell_parts("data:image/png,plain")
+    with pytest.raises(FileNotFoundError, match=f"image file {tmp_path / 'nope.png'} does not exist"):
+        load_image("nope.png", tmp_path)
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(OSError, match=f"cannot identify image file '{tmp_path / 'bad.png'}'"):
+        load_image("bad.png", tmp_path)
+    with pytest.raises(OSError, match="cannot identify image file 'the embedded image'"):
+        decode_image(b"not a png")
+
+
+def test_image_files_on_another_filesystem(tmp_path):
+    """A manifest on an object store: its relative paths are read on the store's filesystem (a pyarrow
+    SubTreeFileSystem stands in for one), URIs on theirs."""
+    pafs = pytest.importorskip("pyarrow.fs")
+    from rationalrewards.toolkit.tables import ImageFiles
+    (tmp_path / "bucket" / "run" / "img").mkdir(parents=True)
+    (tmp_path / "bucket" / "run" / "img" / "a.png").write_bytes(b"A")
+    (tmp_path / "elsewhere.png").write_bytes(b"B")
+    files = ImageFiles("run", pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem()))
+    assert files.read("img/a.png") == (b"A", "run/img/a.png")
+    assert files.read("/run/img/a.png")[0] == b"A"
+    assert files.read((tmp_path / "elsewhere.png").as_uri())[0] == b"B"
+    with pytest.raises(FileNotFoundError, match="image file run/img/nope.png does not exist"):
+        files.read("img/nope.png")
+
+
+# -- the Ray engine's command line (what is checked before Ray is imported) -------------------------------
+
+def test_cli_ray_engine_rejects_shard_and_says_how_to_install_ray(tmp_path, monkeypatch):
+    manifest = jsonl(tmp_path / "m.jsonl", write_rows(tmp_path, 1))
+    base = ["critique", "--manifest", str(manifest), "--out", str(tmp_path / "out"), "--engine", "ray",
+            "--server", "http://127.0.0.1:9/v1"]
+    with pytest.raises(SystemExit, match="leave --shard out"):
+        main(base + ["--shard", "1/2"])
+    with pytest.raises(SystemExit, match="critiques a --manifest"):
+        main(["critique", "--engine", "ray", "--prompt", "p", str(tmp_path / "img" / "0.png"), "--server", "x"])
+    monkeypatch.setitem(sys.modules, "ray", None)              # as if Ray were not installed
+    monkeypatch.delitem(sys.modules, "rationalrewards.toolkit.ray_engine", raising=False)
+    with pytest.raises(SystemExit, match=r"pip install \"ray\[data\]"):
+        main(base)
+
+
+@pytest.mark.parametrize("text, parsed", [("3", 3), ("1-8", (1, 8)), ("2-", (2, None)), ("0", None), ("4-2", None),
+                                          ("x", None)])
+def test_cli_ray_actors(text, parsed):
+    import argparse
+
+    from rationalrewards.toolkit.cli import _actors
+    if parsed is None:
+        with pytest.raises(argparse.ArgumentTypeError, match="MIN-MAX"):
+            _actors(text)
+    else:
+        assert _actors(text) == parsed

@@ -118,3 +118,23 @@ def test_nothing_loads_project_code_by_file_path():
     me = Path(__file__).resolve()
     hits = [str(p.relative_to(ROOT)) for p in sources if p.resolve() != me and pattern.search(_code(p))]
     assert not hits, f"code loaded by file path in {hits}"
+
+
+def test_only_the_ray_engine_imports_ray():
+    """Ray is an optional extra for the headless toolkit: one module imports it (lazily, when --engine ray
+    asks), so the ComfyUI side and the rest of the core never need it. Imports inside functions count."""
+    engine = ROOT / "models" / "toolkit" / "ray_engine.py"
+    hits = []
+    for path in PACK_SOURCES:
+        if path == engine:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                hits.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("ray_engine") \
+                    and not path.is_relative_to(ROOT / "models" / "toolkit"):
+                hits.append(f"{path.relative_to(ROOT)}:{node.lineno} (ray_engine)")
+    assert not hits, f"Ray imported outside models/toolkit/ray_engine.py: {hits}"
+    assert "import ray" in engine.read_text(encoding="utf-8")            # the guard looks at the right file
