@@ -145,44 +145,62 @@ def noise_image(side: int, seed: int = 0):
     return Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8), "RGB")
 
 
-def comfy_image_to_pil(images: torch.Tensor) -> list:
-    """What nodes/common.to_pil_list does to a ComfyUI IMAGE (the core's from_unit_floats)."""
-    from rationalrewards.critic.images import from_unit_floats
-    return from_unit_floats(images.detach().float().cpu().numpy())
+def cpu_overheads(critic, side: int, new_tokens: int, rr_max_pixels: int = 802_816) -> dict:
+    """CPU time per critique outside the model (median ms), IMAGE -> model inputs -> answer -> parse:
 
+    ``pack``: the IMAGE tensor goes to the core as it is (``Critic.build``), the backend builds the model
+    inputs in torch (``backends/qwen_inputs.py``: cached prompt tokens, no PIL, one resize);
+    ``baseline_processor_path``: the same IMAGE through the pack's one tensor -> PIL conversion, then
+    ``Critic.build`` and the checkpoint's processor call (what the pack did before), in the same run.
+    Both then decode a ``new_tokens`` answer and parse a full critique. ``at_max_pixels``: the same with
+    the RationalRewards checkpoints' training size (802,816 px: a 1024^2 image is resized to 896^2)."""
+    from dataclasses import replace
 
-def cpu_overheads(critic, side: int, new_tokens: int) -> dict:
-    """CPU time per critique outside the model (median ms): prompt + image prep, encoding (text and
-    pixel values; on CUDA the image ops are launched on the GPU), decoding the answer, parsing it."""
     from rationalrewards.critic.critic import Item
+    from rationalrewards.critic.images import from_unit_floats
     from rationalrewards.judging.parser import parse_critique
     from rationalrewards.judging.rubric import Task
     from tests.unit.rr_sample_answers import T2I_FULL, huge_answer
     b = critic.backend
-    img = noise_image(side, seed=1)
-    item = Item(Task.T2I, "pointwise", "a red cat holding a sign that says HELLO", (img,))
-    req = critic.build(item)
-    b.encode([req])                                       # first call checks the fast path once
+    prompt = "a red cat holding a sign that says HELLO"
+    frame = torch.rand(1, side, side, 3, generator=torch.Generator().manual_seed(1))   # a ComfyUI IMAGE
     answer_ids = b.tokenizer(T2I_FULL, add_special_tokens=False)["input_ids"]
     answer_ids = (answer_ids * (new_tokens // max(1, len(answer_ids)) + 1))[:new_tokens]
-    text = b.processor.apply_chat_template(b._messages(req), add_generation_prompt=True, tokenize=False)
-    on_gpu = {"device": str(b.device)} if b.device.type == "cuda" else {}
-    parts = {"of_which_text": median_ms(lambda: b.tokenizer([b.processor.apply_chat_template(
-                 b._messages(req), add_generation_prompt=True, tokenize=False)])),
-             "of_which_image_processor": median_ms(lambda: b.processor.image_processor(
-                 images=[img], return_tensors="pt", **on_gpu)),
-             "processor_reference": median_ms(lambda: b.processor(text=[text], images=[img], padding=True,
-                                                                  return_tensors="pt"), n=5)}
-    frame = torch.rand(1, side, side, 3)                  # a ComfyUI IMAGE
-    out = {"node_tensor_to_pil": median_ms(lambda: comfy_image_to_pil(frame)),
-           "build_prompt_and_image": median_ms(lambda: critic.build(item)),
-           "encode": median_ms(lambda: b.encode([req])),
-           "decode_answer": median_ms(lambda: b.tokenizer.batch_decode([answer_ids], skip_special_tokens=True)),
-           "parse": median_ms(lambda: parse_critique(T2I_FULL))}
-    out["total"] = round(sum(out.values()), 3)
+
+    def timed_ms(fn, n: int = 20) -> float:
+        return median_ms(lambda: (fn(), sync(b.device)), n)
+
+    def paths(c) -> dict:
+        tensor_item = Item(Task.T2I, "pointwise", prompt, (frame[0],))
+        req = c.build(tensor_item)
+        b.encode([req])                       # the first batch is built both ways and compared (once per backend)
+        [pil] = from_unit_floats(frame)
+        pil_req = c.build(Item(Task.T2I, "pointwise", prompt, (pil,)))
+        fast = b.inputs
+        pack = {"build_prompt_and_image": timed_ms(lambda: c.build(tensor_item)),
+                "model_inputs": timed_ms(lambda: b.encode([req])),
+                "of_which_pixels": timed_ms(lambda: fast.pixel_rows(req.images[0], b.device)) if fast else None,
+                "decode_answer": timed_ms(lambda: b.tokenizer.batch_decode([answer_ids], skip_special_tokens=True)),
+                "parse": timed_ms(lambda: parse_critique(T2I_FULL))}
+        pack["total"] = round(sum(pack[k] for k in ("build_prompt_and_image", "model_inputs", "decode_answer", "parse")), 3)
+        base = {"tensor_to_pil": timed_ms(lambda: from_unit_floats(frame)),
+                "build_prompt_and_image": timed_ms(lambda: c.build(Item(Task.T2I, "pointwise", prompt, (pil,)))),
+                "processor": timed_ms(lambda: b.processor_encode([pil_req]), 10),
+                "decode_answer": pack["decode_answer"], "parse": pack["parse"]}
+        base["total"] = round(sum(base.values()), 3)
+        ours, ref = b.encode([req]), b.processor_encode([req])
+        return {"pack": pack, "baseline_processor_path": base,
+                "ratio_baseline_to_pack": round(base["total"] / pack["total"], 2),
+                "torch_inputs": fast is not None,
+                "same_inputs_as_processor": fast is not None and fast.differences(ours, ref, [req]) is None,
+                "image_grid": ours["image_grid_thw"].tolist()[0], "prompt_tokens": int(ours["input_ids"].shape[1])}
+
+    out = paths(critic)
+    out["total"] = out["pack"]["total"]
+    out["target_le_5ms"] = out["total"] <= 5.0
+    out["at_max_pixels"] = {"max_pixels": rr_max_pixels, **paths(replace(critic, max_pixels=rr_max_pixels))}
     huge = huge_answer()                                  # robustness, not per-critique overhead: not in total
     out["parse_2mb"] = median_ms(lambda: parse_critique(huge), n=3)
-    out["encode_parts"] = parts
     out["torch_threads"] = torch.get_num_threads()
     out["image_side"] = side
     return out
