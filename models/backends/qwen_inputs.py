@@ -21,6 +21,7 @@ and uses the processor alone after any difference.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -32,6 +33,7 @@ from PIL import Image
 from ..critic.images import CriticInput, TensorImage, flatten_rgb, unit_levels
 from ..critic.prompting import ChatRequest
 
+log = logging.getLogger("RationalRewards")
 _PIL_BICUBIC = int(Image.Resampling.BICUBIC)
 TEXT_CACHE = 256   # (template, request) texts kept tokenized per backend
 
@@ -103,23 +105,19 @@ def vision_of(image_processor) -> Vision:
             raise Unsupported(f"{type(ip).__name__}.{flag} is off")
     if int(getattr(ip, "resample", _PIL_BICUBIC)) != _PIL_BICUBIC:
         raise Unsupported(f"{type(ip).__name__} resamples with {ip.resample!r}, not bicubic")
-    size = dict(getattr(ip, "size", None) or {})
-    min_pixels = size.get("shortest_edge") or getattr(ip, "min_pixels", None)
-    max_pixels = size.get("longest_edge") or getattr(ip, "max_pixels", None)
+    size = getattr(ip, "size", None) or {}     # a dict (4.x) or a SizeDict (5.x)
+    edge = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    min_pixels = edge("shortest_edge") or getattr(ip, "min_pixels", None)
+    max_pixels = edge("longest_edge") or getattr(ip, "max_pixels", None)
     if not min_pixels or not max_pixels:
         raise Unsupported(f"{type(ip).__name__} has no min/max pixels")
-    torch_resize = isinstance(ip, DEVICE_IMAGE_PROCESSORS)
     mean, std = torch.tensor(ip.image_mean), torch.tensor(ip.image_std)    # float32, as both backends hold them
     if mean.shape != (3,) or std.shape != (3,):
         raise Unsupported(f"{type(ip).__name__} normalises {mean.numel()} channels, not RGB")
+    torch_resize = isinstance(ip, DEVICE_IMAGE_PROCESSORS)
     rescale = None if torch_resize else float(ip.rescale_factor)
     if torch_resize:   # the torch backend's fused constants: mean/std times 1/rescale_factor, in float32
         mean, std = mean * (1.0 / ip.rescale_factor), std * (1.0 / ip.rescale_factor)
-    if torch_resize:
-        try:
-            import torchvision  # noqa: F401
-        except ImportError:
-            raise Unsupported("torchvision is not installed") from None
     return Vision(int(ip.patch_size), int(ip.merge_size), int(ip.temporal_patch_size), int(min_pixels),
                   int(max_pixels), tuple(mean.tolist()), tuple(std.tolist()), rescale, torch_resize)
 
@@ -149,8 +147,7 @@ class QwenInputs:
         try:
             return cls(processor)
         except Unsupported as e:
-            import logging
-            logging.getLogger("RationalRewards").info("RationalRewards: model inputs come from the processor (%s)", e)
+            log.info("RationalRewards: model inputs come from the processor (%s)", e)
             return None
 
     # -- text ---------------------------------------------------------------------------------------------
@@ -279,7 +276,10 @@ class QwenInputs:
         k = np.arange(side * side, dtype=np.int64).reshape(side, side, 1)
         probe = ((k * 7 + np.array([0, 85, 170])) % 256).astype(np.uint8)
         pil = Image.fromarray(probe, "RGB")
-        ref = self.processor.image_processor(images=[pil], return_tensors="pt")
+        try:
+            ref = self.processor.image_processor(images=[pil], return_tensors="pt")
+        except Exception as e:   # a processor that cannot take a plain RGB image is not one this mirrors
+            raise Unsupported(f"the processor failed on a probe image ({type(e).__name__}: {e})") from None
         for img in (pil, TensorImage(torch.from_numpy(probe).float() / 255.0)):
             rows, grid = self.pixel_rows(img)
             if not (torch.equal(rows, ref["pixel_values"]) and [grid] == ref["image_grid_thw"].tolist()):
