@@ -182,7 +182,8 @@ def cpu_overheads(critic, side: int, new_tokens: int, rr_max_pixels: int = 802_8
                 "of_which_pixels": timed_ms(lambda: fast.pixel_rows(req.images[0], b.device)) if fast else None,
                 "decode_answer": timed_ms(lambda: b.tokenizer.batch_decode([answer_ids], skip_special_tokens=True)),
                 "parse": timed_ms(lambda: parse_critique(T2I_FULL))}
-        pack["total"] = round(sum(pack[k] for k in ("build_prompt_and_image", "model_inputs", "decode_answer", "parse")), 3)
+        steps = ("build_prompt_and_image", "model_inputs", "decode_answer", "parse")
+        pack["total"] = round(sum(pack[k] for k in steps), 3)
         base = {"tensor_to_pil": timed_ms(lambda: from_unit_floats(frame)),
                 "build_prompt_and_image": timed_ms(lambda: c.build(Item(Task.T2I, "pointwise", prompt, (pil,)))),
                 "processor": timed_ms(lambda: b.processor_encode([pil_req]), 10),

@@ -22,6 +22,7 @@ and uses the processor alone after any difference.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -268,9 +269,7 @@ class QwenInputs:
         """Every 8-bit level through the processor and through this module, as PIL and as a tensor: the
         pixel values must be identical, or the processor is not mirrored."""
         v = self.vision
-        side = v.factor * max(1, -(-int(max(v.min_pixels, 256) ** 0.5) // v.factor))
-        while side * side < max(v.min_pixels, 256):
-            side += v.factor
+        side = v.factor * math.ceil(math.sqrt(max(v.min_pixels, 256)) / v.factor)   # on the grid: no resize
         if side * side > v.max_pixels:
             raise Unsupported("no probe size fits the processor's min/max pixels")
         k = np.arange(side * side, dtype=np.int64).reshape(side, side, 1)
@@ -283,7 +282,8 @@ class QwenInputs:
         for img in (pil, TensorImage(torch.from_numpy(probe).float() / 255.0)):
             rows, grid = self.pixel_rows(img)
             if not (torch.equal(rows, ref["pixel_values"]) and [grid] == ref["image_grid_thw"].tolist()):
-                raise Unsupported(f"pixel values of a probe image differ from {type(self.processor.image_processor).__name__}'s")
+                name = type(self.processor.image_processor).__name__
+                raise Unsupported(f"pixel values of a probe image differ from {name}'s")
 
     def differences(self, ours, reference, requests: Sequence[ChatRequest]) -> str | None:
         """What differs between this module's inputs and the processor's for the same batch (None: nothing).

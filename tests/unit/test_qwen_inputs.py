@@ -74,7 +74,8 @@ def assert_same(ours, reference) -> None:
 
 @pytest.mark.parametrize("backend_kind", ["torch", "pil"])
 def test_torch_built_inputs_are_the_processors(tiny_critic, backend_kind):
-    processor = tiny_critic.backend.processor if backend_kind == "torch" else pil_processor(tiny_critic.backend.processor)
+    processor = tiny_critic.backend.processor
+    processor = processor if backend_kind == "torch" else pil_processor(processor)
     b = fresh(tiny_critic, processor)
     assert b.inputs is not None and b.inputs.vision.torch_resize == (backend_kind == "torch")
     reqs = requests(tiny_critic)
