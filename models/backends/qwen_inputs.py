@@ -104,7 +104,7 @@ def vision_of(image_processor) -> Vision:
     for flag in ("do_resize", "do_rescale", "do_normalize"):
         if getattr(ip, flag, True) is not True:
             raise Unsupported(f"{type(ip).__name__}.{flag} is off")
-    if int(getattr(ip, "resample", _PIL_BICUBIC)) != _PIL_BICUBIC:
+    if getattr(ip, "resample", _PIL_BICUBIC) != _PIL_BICUBIC:        # PIL's and transformers' enums are ints
         raise Unsupported(f"{type(ip).__name__} resamples with {ip.resample!r}, not bicubic")
     size = getattr(ip, "size", None) or {}     # a dict (4.x) or a SizeDict (5.x)
     edge = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
