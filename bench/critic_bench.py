@@ -112,6 +112,9 @@ def timed(fn, device="cpu"):
     return time.perf_counter() - t0, out
 
 
+RUNS = 30   # timed repeats of each CPU-overhead figure
+
+
 def median_ms(fn, n: int = 20) -> float:
     fn()
     xs = []
@@ -146,14 +149,15 @@ def noise_image(side: int, seed: int = 0):
 
 
 def cpu_overheads(critic, side: int, new_tokens: int, rr_max_pixels: int = 802_816) -> dict:
-    """CPU time per critique outside the model (median ms), IMAGE -> model inputs -> answer -> parse:
+    """CPU time per critique outside the model, IMAGE -> model inputs -> answer text -> parsed critique, timed
+    end to end (median and best of ``RUNS``; the steps as medians):
 
-    ``pack``: the IMAGE tensor goes to the core as it is (``Critic.build``), the backend builds the model
-    inputs in torch (``backends/qwen_inputs.py``: cached prompt tokens, no PIL, one resize);
-    ``baseline_processor_path``: the same IMAGE through the pack's one tensor -> PIL conversion, then
-    ``Critic.build`` and the checkpoint's processor call (what the pack did before), in the same run.
-    Both then decode a ``new_tokens`` answer and parse a full critique. ``at_max_pixels``: the same with
-    the RationalRewards checkpoints' training size (802,816 px: a 1024^2 image is resized to 896^2)."""
+    ``pack``: the IMAGE tensor goes to the core as it is (``Critic.build``) and the backend builds the model
+    inputs in torch (``backends/qwen_inputs.py``: cached prompt tokens, no PIL, at most one resize);
+    ``baseline_processor_path``, in the same run: the IMAGE through the pack's one tensor -> PIL conversion,
+    ``Critic.build`` and the checkpoint's processor call (the pack's path before). Both decode a
+    ``new_tokens`` answer and parse a full critique. ``at_max_pixels``: the same at the RationalRewards
+    checkpoints' training size (802,816 px: a 1024^2 image is resized to 896^2)."""
     from dataclasses import replace
 
     from rationalrewards.critic.critic import Item
@@ -167,28 +171,54 @@ def cpu_overheads(critic, side: int, new_tokens: int, rr_max_pixels: int = 802_8
     answer_ids = b.tokenizer(T2I_FULL, add_special_tokens=False)["input_ids"]
     answer_ids = (answer_ids * (new_tokens // max(1, len(answer_ids)) + 1))[:new_tokens]
 
-    def timed_ms(fn, n: int = 20) -> float:
-        return median_ms(lambda: (fn(), sync(b.device)), n)
+    def ms(fn, n: int = RUNS) -> list[float]:
+        fn()
+        xs = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            sync(b.device)
+            xs.append((time.perf_counter() - t0) * 1000)
+        return xs
+
+    def med(fn, n: int = RUNS) -> float:
+        return round(statistics.median(ms(fn, n)), 3)
+
+    def answer() -> None:
+        parse_critique(b.tokenizer.batch_decode([answer_ids], skip_special_tokens=True)[0])
+        parse_critique(T2I_FULL)             # the decoded ids of a random answer parse to little: a full one too
 
     def paths(c) -> dict:
         tensor_item = Item(Task.T2I, "pointwise", prompt, (frame[0],))
         req = c.build(tensor_item)
         b.encode([req])                       # the first batch is built both ways and compared (once per backend)
+        fast = b.inputs
+
+        def pack_path() -> None:
+            b.encode([c.build(tensor_item)])
+            answer()
+
+        def baseline_path() -> None:
+            [pil] = from_unit_floats(frame)
+            b.processor_encode([c.build(Item(Task.T2I, "pointwise", prompt, (pil,)))])
+            answer()
+
         [pil] = from_unit_floats(frame)
         pil_req = c.build(Item(Task.T2I, "pointwise", prompt, (pil,)))
-        fast = b.inputs
-        pack = {"build_prompt_and_image": timed_ms(lambda: c.build(tensor_item)),
-                "model_inputs": timed_ms(lambda: b.encode([req])),
-                "of_which_pixels": timed_ms(lambda: fast.pixel_rows(req.images[0], b.device)) if fast else None,
-                "decode_answer": timed_ms(lambda: b.tokenizer.batch_decode([answer_ids], skip_special_tokens=True)),
-                "parse": timed_ms(lambda: parse_critique(T2I_FULL))}
-        steps = ("build_prompt_and_image", "model_inputs", "decode_answer", "parse")
-        pack["total"] = round(sum(pack[k] for k in steps), 3)
-        base = {"tensor_to_pil": timed_ms(lambda: from_unit_floats(frame)),
-                "build_prompt_and_image": timed_ms(lambda: c.build(Item(Task.T2I, "pointwise", prompt, (pil,)))),
-                "processor": timed_ms(lambda: b.processor_encode([pil_req]), 10),
-                "decode_answer": pack["decode_answer"], "parse": pack["parse"]}
-        base["total"] = round(sum(base.values()), 3)
+        pack_ms, base_ms = [], []
+        for _ in range(RUNS):                 # interleaved, so a change in the host's load hits both paths alike
+            pack_ms += ms(pack_path, 1)
+            base_ms += ms(baseline_path, 1)
+        pack = {"total": round(statistics.median(pack_ms), 3), "best": round(min(pack_ms), 3),
+                "build_prompt_and_image": med(lambda: c.build(tensor_item)),
+                "model_inputs": med(lambda: b.encode([req])),
+                "of_which_pixels": med(lambda: fast.pixel_rows(req.images[0], b.device)) if fast else None,
+                "decode_and_parse": med(answer)}
+        base = {"total": round(statistics.median(base_ms), 3), "best": round(min(base_ms), 3),
+                "tensor_to_pil": med(lambda: from_unit_floats(frame)),
+                "build_prompt_and_image": med(lambda: c.build(Item(Task.T2I, "pointwise", prompt, (pil,)))),
+                "processor": med(lambda: b.processor_encode([pil_req]), 10),
+                "decode_and_parse": pack["decode_and_parse"]}
         ours, ref = b.encode([req]), b.processor_encode([req])
         return {"pack": pack, "baseline_processor_path": base,
                 "ratio_baseline_to_pack": round(base["total"] / pack["total"], 2),
@@ -204,6 +234,8 @@ def cpu_overheads(critic, side: int, new_tokens: int, rr_max_pixels: int = 802_8
     out["parse_2mb"] = median_ms(lambda: parse_critique(huge), n=3)
     out["torch_threads"] = torch.get_num_threads()
     out["image_side"] = side
+    out["runs"] = RUNS
+    out["load_avg_1min_after"] = round(__import__("os").getloadavg()[0], 2)
     return out
 
 
