@@ -122,8 +122,8 @@ def user_errors(node: str) -> Iterator[None]:
         raise fail(node, str(e)) from None
 
 
-def to_pil_list(images: torch.Tensor, node: str, what: str = "image") -> list[Image.Image]:
-    """A ComfyUI IMAGE batch [B,H,W,C] (C = 1, 3 or 4) as PIL images."""
+def image_batch(images: torch.Tensor, node: str, what: str = "image") -> torch.Tensor:
+    """A ComfyUI IMAGE checked for the critic: a batch [B,H,W,C] (a single [H,W,C] gets a batch axis)."""
     if not isinstance(images, torch.Tensor):
         raise fail(node, f"{what} is not an IMAGE tensor")
     if images.ndim == 3:
@@ -133,7 +133,17 @@ def to_pil_list(images: torch.Tensor, node: str, what: str = "image") -> list[Im
     channels = images.shape[-1]
     if channels not in (1, 3, 4):
         raise fail(node, f"{what} has {channels} channels; expected RGB (3), RGBA (4) or greyscale (1)")
-    return from_unit_floats(images.detach().float().cpu().numpy())
+    return images.detach()
+
+
+def critic_images(images: torch.Tensor, node: str, what: str = "image") -> list[torch.Tensor]:
+    """A ComfyUI IMAGE batch as the critic takes it: one [H,W,C] tensor per image (no PIL round trip)."""
+    return list(image_batch(images, node, what))
+
+
+def to_pil_list(images: torch.Tensor, node: str, what: str = "image") -> list[Image.Image]:
+    """A ComfyUI IMAGE batch [B,H,W,C] (C = 1, 3 or 4) as PIL images (the core's one conversion)."""
+    return from_unit_floats(image_batch(images, node, what))
 
 
 def generation_inputs() -> list:

@@ -9,7 +9,7 @@ from ..models.judging.cards import compare_card, compare_data
 from ..models.judging.critique import Winner
 from ..models.judging.rules import DEFAULT_DECISION
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, check_decision, CriticType, decision_input, fail, generating,
-                     generation_inputs, naming, options_from, to_pil_list, user_errors)
+                     generation_inputs, naming, options_from, critic_images, user_errors)
 
 NODE = "Compare Two Images"
 
@@ -58,9 +58,9 @@ class Compare(io.ComfyNode):
                 source=None, decision: str = DEFAULT_DECISION.value) -> io.NodeOutput:
         handle = check_critic(critic, NODE)
         with user_errors(NODE):
-            a = to_pil_list(image_a, NODE, "image_a")
-            b = to_pil_list(image_b, NODE, "image_b")
-            src = to_pil_list(source, NODE, "source") if source is not None else None
+            a = critic_images(image_a, NODE, "image_a")
+            b = critic_images(image_b, NODE, "image_b")
+            src = critic_images(source, NODE, "source") if source is not None else None
             if len(a) != 1 or len(b) != 1 or (src is not None and len(src) != 1):
                 raise fail(NODE, "compare takes single images (batch of 1 each); use 'Rank Images' for batches")
             check_decision(decision, NODE)

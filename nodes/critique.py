@@ -7,7 +7,7 @@ from ..models.judging.cards import critiques_card
 from ..models.judging.critique import Critique
 from ..models.judging.rubric import Task, dimensions_for
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, CriticType, CritiqueSet, CritiqueType, generating, generation_inputs,
-                     naming, options_from, to_pil_list, user_errors, weights_input)
+                     naming, options_from, critic_images, user_errors, weights_input)
 
 
 def score_outputs(task: Task) -> list:
@@ -68,7 +68,7 @@ class CritiqueImage(io.ComfyNode):
         node = "Critique Image"
         handle = check_critic(critic, node)
         with user_errors(node):
-            images = to_pil_list(image, node)
+            images = critic_images(image, node)
             options = options_from(max_new_tokens, temperature, seed)
             with generating(handle, options, len(images), image, node=node) as hooks:
                 crits = handle.critic.critique(images, prompt, options, **hooks)
@@ -107,8 +107,8 @@ class CritiqueEdit(io.ComfyNode):
         node = "Critique Edit"
         handle = check_critic(critic, node)
         with user_errors(node):
-            sources = to_pil_list(source, node, "source")
-            edits = to_pil_list(edited, node, "edited")   # the core uses one source for all, or one each
+            sources = critic_images(source, node, "source")
+            edits = critic_images(edited, node, "edited")   # the core uses one source for all, or one each
             options = options_from(max_new_tokens, temperature, seed)
             with generating(handle, options, len(edits), source, edited, node=node) as hooks:
                 crits = handle.critic.critique(edits, instruction, options, sources=sources, **hooks)

@@ -27,7 +27,7 @@ from ..models.grounding.segment import MULTIMASK
 from ..models.runtime.checkpoints import model_choices
 from ..models.judging.rubric import Task
 from .common import (CATEGORY, check_critic, CriticType, CritiqueSet, CritiqueType, fail, generating, naming,
-                     require_critiques, to_pil_list, user_errors)
+                     require_critiques, critic_images, to_pil_list, user_errors)
 
 log = logging.getLogger("RationalRewards")
 DETECTOR_FOLDER = "grounding-dino"
@@ -198,10 +198,10 @@ class DefectPhrases(io.ComfyNode):
             notes.append("critique_data carries no image to show the critic; phrases come from the justifications")
             return None
         with user_errors(node):
-            image = to_pil_list(data.images, node)[min(index, int(data.images.shape[0]) - 1)]
+            image = critic_images(data.images, node)[min(index, int(data.images.shape[0]) - 1)]
             source = None
             if data.critiques[index].task is Task.EDIT and data.sources is not None:
-                sources = to_pil_list(data.sources, node, "source")
+                sources = critic_images(data.sources, node, "source")
                 source = sources[min(index, len(sources) - 1)]
             with generating(handle, options, 1, data.images, data.sources, node=node) as hooks:
                 result = ask_regions(handle.critic, data.critiques[index], data.prompts[index], image, source,

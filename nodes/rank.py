@@ -12,7 +12,7 @@ from ..models.judging.rubric import Task
 from ..models.judging.rules import DEFAULT_DECISION
 from ..models.critic.tournament import max_comparisons, pairwise_rank
 from .common import (CATEGORY, CRITIC_TOOLTIP, check_critic, check_decision, CriticType, CritiqueSet, CritiqueType,
-                     decision_input, fail, generating, generation_inputs, naming, options_from, to_pil_list,
+                     decision_input, fail, generating, generation_inputs, naming, options_from, critic_images,
                      user_errors, weights_input)
 
 NODE = "Rank Images"
@@ -76,11 +76,11 @@ class Rank(io.ComfyNode):
             return cls._pairwise(handle, images, prompt, weights, options_from(max_new_tokens, temperature, seed),
                                  check_decision(decision, NODE), seed, both_orders, source)
         with user_errors(NODE):
-            pils = to_pil_list(images, NODE, "images")
-            sources = None if source is None else to_pil_list(source, NODE, "source")   # one for all, or one each
+            candidates = critic_images(images, NODE, "images")
+            sources = None if source is None else critic_images(source, NODE, "source")   # one for all, or one each
             options = options_from(max_new_tokens, temperature, seed)
-            with generating(handle, options, len(pils), images, source, node=NODE) as hooks:
-                crits = handle.critic.critique(pils, prompt, options, sources=sources, **hooks)
+            with generating(handle, options, len(candidates), images, source, node=NODE) as hooks:
+                crits = handle.critic.critique(candidates, prompt, options, sources=sources, **hooks)
         ranked = rank(crits, weights)
         order = torch.tensor([r.index for r in ranked], dtype=torch.long)
         batch = images if images.ndim == 4 else images.unsqueeze(0)
@@ -101,13 +101,13 @@ class Rank(io.ComfyNode):
     def _pairwise(cls, handle, images, prompt: str, weights: str, options, decision: str, seed: int,
                   both_orders: bool, source=None) -> io.NodeOutput:
         with user_errors(NODE):
-            pils = to_pil_list(images, NODE, "images")
-            sources = None if source is None else to_pil_list(source, NODE, "source")
+            candidates = critic_images(images, NODE, "images")
+            sources = None if source is None else critic_images(source, NODE, "source")
             if sources is not None and len(sources) != 1:
                 raise fail(NODE, f"pairwise mode compares edits of one source image; source has {len(sources)}")
-            with generating(handle, options, max_comparisons(len(pils), both_orders), images, images, source,
+            with generating(handle, options, max_comparisons(len(candidates), both_orders), images, images, source,
                             node=NODE) as hooks:
-                result, _ = pairwise_rank(handle.critic, pils, prompt, options, seed=seed, both_orders=both_orders,
+                result, _ = pairwise_rank(handle.critic, candidates, prompt, options, seed=seed, both_orders=both_orders,
                                           rule=decision,
                                           source=sources[0] if sources else None, **hooks)
         order = torch.tensor(result.order, dtype=torch.long)

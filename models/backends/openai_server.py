@@ -45,8 +45,8 @@ from urllib.parse import urlsplit
 
 import requests
 import tenacity
-from PIL import Image
 
+from ..critic.images import CriticInput, as_pil
 from ..critic.prompting import ChatRequest
 from .base import Backend, GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn
 from ..errors import RationalRewardsError
@@ -113,10 +113,11 @@ def check_env_name(name: str) -> str:
     return name
 
 
-def image_data_url(img: Image.Image) -> str:
-    """A lossless PNG ``data:`` URL (the server then sees exactly the pixels the in-process path sees)."""
+def image_data_url(img: CriticInput) -> str:
+    """A lossless PNG ``data:`` URL of the image as the critic is given it (for a ComfyUI tensor: the one
+    8-bit conversion, fitted to ``max_pixels``; the server's processor then resizes it to its grid)."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=1)
+    as_pil(img).save(buf, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -30,34 +30,16 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, CompileCon
                           StoppingCriteriaList)
 
 from ..runtime.compat import DependencyError  # noqa: E402
+from ..critic.images import as_pil  # noqa: E402
 from ..critic.prompting import ChatRequest  # noqa: E402
 from ..runtime.quantization import found_quantization, quantization_config, require_method  # noqa: E402
 from .sampling import sample  # noqa: E402
 from .base import Backend, GenerationInterrupted, GenerationOptions, ProgressFn, StopFn, StreamFn  # noqa: E402,F401
+from .qwen_inputs import DEVICE_IMAGE_PROCESSORS, QwenInputs, chat_messages  # noqa: E402,F401
 from .options import (ATTENTION, DECODING, DTYPES, available_attention, pick_device, pick_dtype,  # noqa: E402,F401
                       resolve_decoding)
 
 log = logging.getLogger("RationalRewards")
-
-
-def _device_image_processors() -> tuple[type, ...]:
-    """Image-processor classes that take ``device=`` (resize/normalise on the GPU): the torchvision backend
-    of transformers >= 5.4, the "fast" processors before it (4.57-5.3)."""
-    found: list[type] = []
-    try:
-        from transformers.image_processing_backends import TorchvisionBackend
-        found.append(TorchvisionBackend)
-    except ImportError:
-        pass
-    try:
-        from transformers.image_processing_utils_fast import BaseImageProcessorFast
-        found.append(BaseImageProcessorFast)
-    except ImportError:
-        pass
-    return tuple(found)
-
-
-DEVICE_IMAGE_PROCESSORS = _device_image_processors()
 
 
 def _no_model_defaults() -> dict:
@@ -162,6 +144,8 @@ class TransformersBackend(Backend):
         self.eos_ids = [int(e) for e in eos]     # Qwen3-VL stops at <|im_end|> and <|endoftext|>
         self.eos_id = self.eos_ids[0]            # what a forced answer ends with
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+        self.inputs = QwenInputs.for_processor(processor)   # None: the processor builds every batch
+        self.inputs_checked = False                         # the first batch is built both ways and compared
 
     @property
     def model_name(self) -> str:
@@ -225,20 +209,36 @@ class TransformersBackend(Backend):
 
     # -- request building -------------------------------------------------------------------------
     def _messages(self, req: ChatRequest) -> list[dict]:
-        content = [{"type": "image"} if kind == "image" else {"type": "text", "text": part}
-                   for kind, part in req.parts]
-        msgs = [{"role": "system", "content": req.system}] if req.system else []
-        return msgs + [{"role": "user", "content": content}]
+        return chat_messages(req.system, req.parts)
 
     def encode(self, requests: Sequence[ChatRequest]) -> dict:
-        """Token ids, masks and pixel values of a batch, left-padded, from the checkpoint's own processor.
+        """Token ids, masks and pixel values of a batch, left-padded: what the checkpoint's processor gives.
 
-        On CUDA a torchvision-backed image processor resizes and normalises on the GPU, which takes
-        most of the per-critique CPU overhead off the host.
-        """
+        For Qwen-VL processors they are built in torch (:mod:`.qwen_inputs`: cached prompt tokens, IMAGE
+        tensors without PIL, one resize). The first batch is also built by the processor and compared; on
+        any difference the processor builds every batch from then on (logged)."""
+        fast = self.inputs
+        if fast is None or not fast.handles(requests):
+            return self.processor_encode(requests)
+        ours = fast.encode(requests, self.device)
+        if self.inputs_checked:
+            return ours
+        reference = self.processor_encode(requests)
+        problem = fast.differences(ours, reference, requests)
+        self.inputs_checked = True
+        if problem is None:
+            return ours
+        log.warning("RationalRewards: the torch-built model inputs differ from %s's (%s); the processor builds "
+                    "them from now on", type(self.processor).__name__, problem)
+        self.inputs = None
+        return reference
+
+    def processor_encode(self, requests: Sequence[ChatRequest]) -> dict:
+        """The batch through the checkpoint's own processor (PIL images). On CUDA a torchvision-backed
+        image processor resizes and normalises on the GPU."""
         texts = [self.processor.apply_chat_template(self._messages(r), add_generation_prompt=True, tokenize=False)
                  for r in requests]
-        images = [img for r in requests for img in r.images]
+        images = [as_pil(img) for r in requests for img in r.images]
         extra = {}
         if images and self.device.type == "cuda" and isinstance(getattr(self.processor, "image_processor", None),
                                                                  DEVICE_IMAGE_PROCESSORS):

@@ -14,6 +14,8 @@ import math
 
 from PIL import Image
 
+from .images import as_pil
+
 # Qwen3-VL-8B-Instruct's preprocessor_config.json: size.shortest_edge / size.longest_edge, patch 16 x merge 2
 QWEN3_VL_MIN_PIXELS = 65_536
 QWEN3_VL_MAX_PIXELS = 16_777_216
@@ -40,6 +42,8 @@ def processor_size(height: int, width: int, factor: int = QWEN3_VL_FACTOR, min_p
 
 def fit_processor(img: Image.Image, factor: int = QWEN3_VL_FACTOR, min_pixels: int = QWEN3_VL_MIN_PIXELS,
                   max_pixels: int = QWEN3_VL_MAX_PIXELS) -> Image.Image:
-    """``img`` at the processor's size, resized with the processor's bicubic filter (unchanged when it is there)."""
+    """``img`` (a PIL image, or a ComfyUI tensor image from :func:`~.images.prepare`) at the processor's size,
+    resized with the processor's bicubic filter (unchanged when it is there)."""
+    img = as_pil(img)
     h, w = processor_size(img.height, img.width, factor, min_pixels, max_pixels)
     return img if (w, h) == img.size else img.resize((w, h), Image.Resampling.BICUBIC)

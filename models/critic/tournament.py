@@ -165,8 +165,9 @@ WINNER_SCORE = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 def pairwise_rank(critic, images: Sequence, prompt: str, options=None, *, source=None, seed: int = 0,
                   both_orders: bool = False, rule=None, progress=None, should_stop=None, answer_progress=None):
-    """Rank PIL ``images`` for ``prompt`` (an edit of ``source`` when given) by a merge tournament of
-    pairwise critiques, each match decided by ``rules.decide`` under ``rule`` (the Compare node's rule).
+    """Rank ``images`` (PIL images or ComfyUI image tensors) for ``prompt`` (an edit of ``source`` when given)
+    by a merge tournament of pairwise critiques, each match decided by ``rules.decide`` under ``rule`` (the
+    Compare node's rule).
     Returns the :class:`TournamentResult` and the parsed comparisons, one per match."""
     rule = decision_rule(rule)
 

@@ -27,7 +27,7 @@ from ..critic.critic import Critic, CritiqueInputError, Item
 from ..judging.critique import Critique, ScoreStatus
 from ..runtime.factory import server_critics
 from .dispatch import Dispatcher
-from ..critic.images import ImageError
+from ..critic.images import ImageError, flatten_rgb, from_unit_floats
 from ..judging.parser import parse_critique
 from ..judging.rubric import SCORE_MAX, SCORE_MIN, Task, dimensions_for
 from ..judging.rules import pointwise_reward, unreadable, unreadable_rule
@@ -63,15 +63,19 @@ def _as_numpy(x: Any) -> np.ndarray:
 
 
 def _array_to_pil(a: np.ndarray, what: str) -> Image.Image:
+    """One image (CHW or HWC; uint8, or floats in [0, 1] through the pack's one conversion) as RGB, with
+    transparency flattened onto white like every image the critic reads."""
     if a.ndim != 3:
         raise ValueError(f"{what}: expected one image as (C, H, W) or (H, W, C), got shape {a.shape}")
     if a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
         a = np.transpose(a, (1, 2, 0))          # CHW -> HWC
-    if a.dtype != np.uint8:
-        a = np.clip(np.nan_to_num(a.astype(np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if a.shape[-1] == 1:
-        a = a[..., 0]
-    return Image.fromarray(a).convert("RGB")
+    if a.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{what}: expected 1, 3 or 4 channels, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+    else:
+        [img] = from_unit_floats(a[None])
+    return flatten_rgb(img)
 
 
 @dataclass

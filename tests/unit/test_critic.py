@@ -233,25 +233,23 @@ def test_rgba_and_greyscale_inputs_work(tiny_critic):
 
 # --- max_pixels ---------------------------------------------------------------------------------------------
 
-class ProcessorSpy:
-    """Wraps the HF processor and records the image sizes it is called with."""
+class EncodeSpy:
+    """Wraps the backend's encode (the processor, or the torch-built inputs) and records the image sizes it
+    is given and the prompt length it returns."""
 
-    def __init__(self, processor):
-        self._processor, self.sizes, self.lengths = processor, [], []
+    def __init__(self, encode):
+        self._encode, self.sizes, self.lengths = encode, [], []
 
-    def __getattr__(self, name):
-        return getattr(self._processor, name)
-
-    def __call__(self, *args, images=None, **kwargs):
-        self.sizes.append([im.size for im in images or []])
-        out = self._processor(*args, images=images, **kwargs)
+    def __call__(self, requests):
+        self.sizes.append([im.size for r in requests for im in r.images])
+        out = self._encode(requests)
         self.lengths.append(out["input_ids"].shape[1])
         return out
 
 
 def test_max_pixels_downsizes_what_reaches_the_processor(tiny_critic, monkeypatch):
-    spy = ProcessorSpy(tiny_critic.backend.processor)
-    monkeypatch.setattr(tiny_critic.backend, "processor", spy)
+    spy = EncodeSpy(tiny_critic.backend.encode)
+    monkeypatch.setattr(tiny_critic.backend, "encode", spy)
     big = Image.new("RGB", (400, 200), (1, 2, 3))
     full = Critic(backend=tiny_critic.backend, max_pixels=None)
     small = Critic(backend=tiny_critic.backend, max_pixels=48 * 48)

@@ -137,4 +137,6 @@ def test_benchmark_dry_run_exercises_the_gpu_path_logic(tmp_path, capsys):
     assert result["swap_in"]["same_answer_after_swaps"] is True and result["swap_in"]["simulated"] is True
     assert result["budget_loop"]["rounds_ok"] == result["budget_loop"]["rounds"] == 2
     overhead = result["cpu_overhead_ms"]
-    assert overhead["total"] > 0 and overhead["encode"] > 0
+    assert overhead["total"] > 0 and overhead["pack"]["model_inputs"] > 0 and overhead["pack"]["best"] > 0
+    assert overhead["baseline_processor_path"]["processor"] > 0 and overhead["ratio_baseline_to_pack"] > 0
+    assert overhead["torch_inputs"] is True and overhead["same_inputs_as_processor"] is True

@@ -18,6 +18,7 @@ from PIL import Image
 
 from rationalrewards.backends.base import GenerationOptions
 from rationalrewards.toolkit.reward import RationalReward, flow_grpo_edit_reward, flow_grpo_reward, to_pil_images
+from rationalrewards.critic.images import to_uint8
 from rationalrewards.critic.script import AnswerScript, Rule
 from tests.fixtures.fake_openai import FakeOpenAI
 from tests.unit.toolkit_answers import pointwise_answer, tag_of
@@ -62,7 +63,7 @@ def test_images_from_what_trainers_hold():
     t = batch(2)
     pils = to_pil_images(t)
     assert len(pils) == 2 and pils[0].size == (32, 32)
-    assert np.array_equal(np.asarray(pils[0]), (t[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8))
+    assert np.array_equal(np.asarray(pils[0]), to_uint8(t[0].permute(1, 2, 0)))     # the pack's one rounding
     assert np.array_equal(np.asarray(to_pil_images(t.permute(0, 2, 3, 1).numpy())[1]), np.asarray(pils[1]))
     assert to_pil_images([t[0], pils[1]])[1] is pils[1]
     with pytest.raises(ValueError, match="shape"):
