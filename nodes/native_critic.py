@@ -21,11 +21,11 @@ from ..models.critic.prompting import check_templates, get_template
 from ..models.critic.qwen_resize import QWEN3_VL_MAX_PIXELS, QWEN3_VL_MIN_PIXELS
 from ..models.runtime.checkpoints import AUTO_MAX_PIXELS, RR_TRAINED_MAX_PIXELS, resolve_max_pixels
 from ..models.toolkit.export import file_metadata
-from .common import CATEGORY, CriticType, fail, template_dirs, user_errors
+from .common import CATEGORY, CriticType, fail, naming, template_dirs, user_errors
 from .native_backend import NATIVE_SINCE, ComfyQwen3VLBackend, file_label, native_support
 from .residency import CriticHandle
 
-NODE = "RR Load Native Critic"
+NODE = "Load Critic, ComfyUI native"
 FOLDER = "text_encoders"
 log = logging.getLogger("RationalRewards")
 
@@ -53,7 +53,7 @@ class LoadNativeCritic(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_LoadNativeCritic",
-            display_name="Load RationalRewards Critic (ComfyUI native)",
+            **naming("Load Critic, ComfyUI native", "text encoder", "fp8", "Qwen3-VL", "reward model"),
             category=CATEGORY,
             description=f"Runs the critic with ComfyUI's own Qwen3-VL (ComfyUI {NATIVE_SINCE} or newer), from one "
                         "file in models/text_encoders/ (bf16 or fp8, made by 'rationalrewards export'). ComfyUI "

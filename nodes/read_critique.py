@@ -19,10 +19,10 @@ from ..models.judging.cards import critiques_card
 from ..models.judging.parser import parse_critique
 from ..models.judging.rubric import Task, dimensions_for
 from ..models.runtime.checkpoints import AUTO_MAX_PIXELS, RR_TRAINED_MAX_PIXELS
-from .common import CATEGORY, CritiqueSet, CritiqueType, fail, template_dirs, to_pil_list, user_errors, weights_input
+from .common import CATEGORY, CritiqueSet, CritiqueType, fail, naming, template_dirs, to_pil_list, user_errors, weights_input
 
-READ = "RR Read Critique"
-PROMPT = "RR Critic Prompt"
+READ = "Read Critique"
+PROMPT = "Critic Prompt as Text"
 TASKS = {"text-to-image": Task.T2I, "edit": Task.EDIT}
 # Read Critique's score outputs: every dimension of either task, in the Edit rubric's order (T2I has no
 # Image Faithfulness: NaN there)
@@ -36,7 +36,7 @@ class CriticPrompt(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="RR_CriticPrompt",
-            display_name="Critic Prompt as Text (RationalRewards)",
+            **naming("Critic Prompt as Text", "Generate Text", "VLM prompt", "TextGenerate"),
             category=CATEGORY + "/any VLM",
             description="Writes the critique prompt RationalRewards was trained on as chat text (system message, "
                         "then your prompt with each image in place), plus the images sized as the critic expects. "
@@ -95,7 +95,7 @@ class ReadCritique(io.ComfyNode):
                    for d in ALL_DIMENSIONS]
         return io.Schema(
             node_id="RR_ReadCritique",
-            display_name="Read Critique (any VLM's answer)",
+            **naming("Read Critique", "VLM answer", "Ollama", "parse", "score", shown=("VLM answer",)),
             category=CATEGORY + "/any VLM",
             description="Reads a critique written in the RationalRewards layout by any text generator (ComfyUI's "
                         "Generate Text, an Ollama or QwenVL node, a pasted answer) into scores and critique data, "

@@ -25,5 +25,5 @@ def test_the_native_loader_refuses_naming_the_comfyui_version_it_needs(comfy_ser
     error = execution_error(comfy_server.run(g, timeout=30, check=False))
     assert error["node_type"] == "RR_LoadNativeCritic"
     message = error["exception_message"]
-    assert "RR Load Native Critic: the native critic needs ComfyUI 0.25 or newer" in message
-    assert "this ComfyUI is 0.3.75" in message and "Load RationalRewards Critic" in message
+    assert "Load Critic, ComfyUI native: the native critic needs ComfyUI 0.25 or newer" in message
+    assert "this ComfyUI is 0.3.75" in message and "Load Critic" in message

@@ -75,7 +75,7 @@ def test_read_critique_refuses_an_empty_text_naming_what_to_connect(comfy_server
     g = Graph()
     g.node("RR_ReadCritique", text="  ", prompt="a cat", task="text-to-image", weights="equal")
     error = execution_error(comfy_server.run(g, timeout=30, check=False))["exception_message"]
-    assert "RR Read Critique: the text is empty" in error and "Generate Text" in error
+    assert "Read Critique: the text is empty" in error and "Generate Text" in error
 
 
 def test_critic_prompt_writes_the_published_chat_text_and_sized_images(comfy_server):

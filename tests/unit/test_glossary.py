@@ -19,7 +19,8 @@ LOCALE = json.loads((ROOT / "locales" / "en" / "nodeDefs.json").read_text(encodi
 STALE = ["press **Queue**", "Queue Prompt", "Browse Templates", "allow download", "'allow_download'",
          "Load RationalRewards Critic", "*quantization*", "RR_LoadCritic", "RR Load Critic"]
 # the node files with schemas or messages
-NODE_FILES = sorted(p for p in (ROOT / "nodes").glob("*.py") if p.name not in ("__init__.py", "residency.py"))
+# residency.py and native_backend.py hold no node: no tooltip, description or node error of their own
+NODE_FILES = sorted(p for p in (ROOT / "nodes").glob("*.py") if p.name not in ("__init__.py", "residency.py", "native_backend.py"))
 
 
 # ids that are on screen elsewhere under the same spelling: the Critique nodes' output "critique_data", and
