@@ -111,6 +111,16 @@ def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(same, dim=0)
 
 
+def check_stop_dimensions(stop_dimensions: str | None, node: str) -> bool | str:
+    """A loop end's queue-time check of the typed stop dimensions (a linked value is checked when it runs)."""
+    if isinstance(stop_dimensions, str):
+        try:
+            parse_stop_dimensions(stop_dimensions)
+        except ValueError as e:
+            return f"{node}: 'good enough when these': {e}"
+    return True
+
+
 def end_outputs() -> list:
     """Loop End's outputs: the one declaration its schema, its expansion and :func:`_end_outputs` follow."""
     return [
@@ -179,13 +189,7 @@ class RefineLoopEnd(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, stop_dimensions: str | None = None) -> bool | str:
-        """Queue-time check of the typed stop dimensions (a linked value is checked when it runs)."""
-        if isinstance(stop_dimensions, str):
-            try:
-                parse_stop_dimensions(stop_dimensions)
-            except ValueError as e:
-                return f"{END}: 'good enough when these': {e}"
-        return True
+        return check_stop_dimensions(stop_dimensions, END)
 
     @classmethod
     def execute(cls, loop, image, critique_data, max_rounds: int, stop_dimensions: str, threshold: float,

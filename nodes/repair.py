@@ -26,7 +26,7 @@ from ..models.judging.rubric import ALL_DIMENSIONS
 from .common import (CATEGORY, CriticType, CritiqueSet, CritiqueType, fail, naming, require_critiques, status,
                      to_pil_list, weights_input)
 from .localise import BoundingBox, DefectPhrases, GroundingType, box_outputs, grounding_device
-from .loop import expand_next_round, stack_images
+from .loop import check_stop_dimensions, expand_next_round, stack_images
 
 RepairLoopType = io.Custom("RR_REPAIR_LOOP")
 RepairStateType = io.Custom("RR_REPAIR_STATE")
@@ -271,13 +271,7 @@ class RepairLoopEnd(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, stop_dimensions: str | None = None) -> bool | str:
-        """Queue-time check of the typed stop dimensions (a linked value is checked when it runs)."""
-        if isinstance(stop_dimensions, str):
-            try:
-                parse_stop_dimensions(stop_dimensions)
-            except ValueError as e:
-                return f"{END}: 'good enough when these': {e}"
-        return True
+        return check_stop_dimensions(stop_dimensions, END)
 
     @classmethod
     def check_lazy_status(cls, loop=None, image=None, critique_data=None, mask=None, **_) -> list[str]:
