@@ -254,9 +254,11 @@ class QwenInputs:
 
     def _expand(self, ids: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """``ids`` with its i-th image token repeated ``counts[i]`` times (the processor's placeholder expansion)."""
-        repeats = torch.ones_like(ids)
-        repeats[ids == self.image_token_id] = torch.tensor(counts, dtype=torch.long)
-        return ids.repeat_interleave(repeats)
+        pieces, start = [], 0
+        for at, n in zip((ids == self.image_token_id).nonzero().flatten().tolist(), counts):
+            pieces += [ids[start:at], ids.new_full((n,), self.image_token_id)]
+            start = at + 1
+        return torch.cat(pieces + [ids[start:]])
 
     def _token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
         types = (input_ids == self.image_token_id).long()

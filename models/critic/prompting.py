@@ -178,7 +178,13 @@ def _image_roles(name: str) -> str:
 def get_template(name: str, directories: TemplateDirs = None) -> Template:
     """Find, read and check template ``name``; user folders are read before the pack's own."""
     path = find_template_file(name, directories)
-    return parse_template(_read(path), name, str(path))
+    return _parsed(_read(path), name, str(path))
+
+
+@lru_cache(maxsize=64)
+def _parsed(text: str, name: str, path: str) -> Template:
+    """:func:`parse_template` once per file content (every critique asks for its template)."""
+    return parse_template(text, name, path)
 
 
 def get_addendum(name: str, directories: TemplateDirs = None) -> Template:
