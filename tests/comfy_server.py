@@ -48,6 +48,7 @@ WIDE_CRITIC_NAME = "tiny-qwen3vl-wide"
 CRITICS = {CRITIC_NAME: "qwen3vl",      # critic folder name -> tests/fixtures/tiny_critic.py family
            WIDE_CRITIC_NAME: "qwen3vl-wide"}   # bitsandbytes-friendly widths: the quantised-critic tests
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
+PROBE_NAME = "rr_test_probe"           # test-only custom node: what the server process holds (soak test)
 
 
 def comfy_dir() -> Path:
@@ -109,7 +110,7 @@ class ModelsDir:
 
 
 def prepare_base_dir(base: Path, repo_root: Path = REPO_ROOT) -> Path:
-    """Create a ComfyUI base directory with the pack linked into its custom_nodes/."""
+    """Create a ComfyUI base directory with the pack (and the test-only probe) linked into its custom_nodes/."""
     base = Path(base)
     for sub in ("models/checkpoints", f"models/{CRITIC_FOLDER}", "input", "output", "temp",
                 "user/default", "custom_nodes"):
@@ -120,6 +121,9 @@ def prepare_base_dir(base: Path, repo_root: Path = REPO_ROOT) -> Path:
     link = base / "custom_nodes" / PACK_NAME
     if not link.is_symlink():
         link.symlink_to(repo_root, target_is_directory=True)
+    probe = base / "custom_nodes" / PROBE_NAME     # test-only: GET /rr_test/probe (tests/fixtures/soak_probe)
+    if not probe.is_symlink():
+        probe.symlink_to(FIXTURES_DIR / "soak_probe", target_is_directory=True)
     return base
 
 
