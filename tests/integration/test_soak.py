@@ -28,7 +28,7 @@ from tests.twins import pointwise_answer
 pytestmark = pytest.mark.integration
 
 WARM_UP = 2                    # rounds before the measured ones: first loads, first-time caches, allocator arenas
-ROUNDS = int(os.environ.get("RR_SOAK_ROUNDS", 3))   # measured rounds; more for a long soak
+ROUNDS = int(os.environ.get("RR_SOAK_ROUNDS", "3"))   # measured rounds; more for a long soak
 MiB = 1 << 20
 RSS_BOUND = 48 * MiB           # growth of the server's resident memory from the warm-up round to the last
 TENSOR_SLACK = 1 * MiB         # torch's own small caches (e.g. a dtype constant) may appear once
