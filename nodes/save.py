@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from types import SimpleNamespace
 
 import folder_paths
 from comfy_api.latest import io, ui
 
 from ..models.judging.saved import PNG_KEY, critique_record, record_json
+from ..models.toolkit.outputs import OutputError, Staged
 from .common import CATEGORY, CritiqueType, fail, naming, require_critiques
 
 NODE = "Save Critique"
@@ -58,19 +60,39 @@ class SaveCritique(io.ComfyNode):
         hidden = getattr(cls, "hidden", None)
         prompt = getattr(hidden, "prompt", None) if embed_workflow else None
         extra = dict(getattr(hidden, "extra_pnginfo", None) or {}) if embed_workflow else {}
+        output_dir = folder_paths.get_output_directory()
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir,
+                                                                               batch.shape[2], batch.shape[1])
+        name = name.replace("%batch_num%", "0")          # as ComfyUI names a one-image save
         results, records = [], []
-        for i, critique in enumerate(critique_data.critiques):
-            record = critique_record(critique, critique_data.prompts[i], critique_data.weights)
-            # ComfyUI's own saver (file names, counter, --disable-metadata, the prompt/workflow chunks);
-            # the critique rides along as one more text chunk, as extra_pnginfo entries do
-            metadata = SimpleNamespace(hidden=SimpleNamespace(prompt=prompt, extra_pnginfo=extra | {PNG_KEY: record}))
-            [saved] = ui.ImageSaveHelper.save_images(batch[i:i + 1], filename_prefix, io.FolderType.output,
-                                                     metadata)
-            record = critique_record(critique, critique_data.prompts[i], critique_data.weights, saved["filename"])
-            folder = os.path.join(folder_paths.get_output_directory(), saved["subfolder"])
-            stem = os.path.splitext(saved["filename"])[0]
-            with open(os.path.join(folder, stem + ".json"), "w", encoding="utf-8") as f:
-                f.write(record_json(record) + "\n")
-            results.append(saved)
-            records.append(record)
+        try:
+            # the whole batch is staged and renamed into place at the end: a full disk leaves the folder as it
+            # was (earlier saves intact, no part file under a final name), and the queue rerun saves it once
+            with Staged(f"nothing of this batch was saved and the files saved before in {folder} are intact",
+                        "queue the prompt again") as stage:
+                for i, critique in enumerate(critique_data.critiques):
+                    final = f"{name}_{counter + i:05}_.png"
+                    _save_png(batch[i:i + 1], subfolder, folder, final, stage, prompt,
+                              extra | {PNG_KEY: critique_record(critique, critique_data.prompts[i],
+                                                                critique_data.weights)})
+                    record = critique_record(critique, critique_data.prompts[i], critique_data.weights, final)
+                    stage.write_text(os.path.join(folder, os.path.splitext(final)[0] + ".json"),
+                                     record_json(record) + "\n")
+                    results.append(ui.SavedResult(final, subfolder, io.FolderType.output))
+                    records.append(record)
+        except OutputError as e:
+            raise fail(NODE, str(e)) from None
         return io.NodeOutput(json.dumps(records, ensure_ascii=False), ui=ui.SavedImages(results))
+
+
+def _save_png(image, subfolder: str, folder: str, final: str, stage: Staged, prompt, extra: dict) -> None:
+    """One image through ComfyUI's own saver (its metadata chunks, --disable-metadata), under a temporary
+    name in the target folder that ``stage`` renames to ``final``; the critique rides along as one more text
+    chunk, as extra_pnginfo entries do."""
+    stem = f".rr-partial-{uuid.uuid4().hex}"
+    temporary = stage.path(os.path.join(folder, final), os.path.join(folder, f"{stem}_00001_.png"))
+    metadata = SimpleNamespace(hidden=SimpleNamespace(prompt=prompt, extra_pnginfo=extra))
+    [saved] = ui.ImageSaveHelper.save_images(image, os.path.join(subfolder, stem), io.FolderType.output, metadata)
+    if saved["filename"] != os.path.basename(temporary):
+        raise RuntimeError(f"ComfyUI saved {saved['filename']}, not {os.path.basename(temporary)}: its file naming "
+                           "changed; update nodes/save.py")

@@ -93,14 +93,14 @@ def _critique(args: argparse.Namespace) -> int:
     failed = [o for o in outcomes if not o.ok]
     if failed:
         raise SystemExit(f"rationalrewards critique: {args.images[failed[0].index]}: {failed[0].error_text}")
-    out = open(args.out, "a", encoding="utf-8") if args.out else sys.stdout
-    try:
-        for path, outcome in zip(args.images, outcomes):
-            record = output_record(outcome, args.weights, image=str(path), prompt=args.prompt, source=args.source)
-            out.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
-    finally:
-        if out is not sys.stdout:
-            out.close()
+    lines = "".join(json.dumps(output_record(outcome, args.weights, image=str(path), prompt=args.prompt,
+                                             source=args.source), ensure_ascii=False, allow_nan=False) + "\n"
+                    for path, outcome in zip(args.images, outcomes))
+    if args.out:
+        from .outputs import append_atomic
+        append_atomic(args.out, lines, f"none of this command's {len(outcomes)} critique(s) were added")
+    else:
+        sys.stdout.write(lines)
     return 0
 
 
@@ -192,9 +192,10 @@ def _eval(args: argparse.Namespace) -> int:
                     seed=args.seed, resamples=args.bootstrap, failed=failed, skipped=skipped)
     results = {"format": args.format, "task": task, "data": str(args.data), "model": model, "cache": str(cache),
                **results, "published": published_for(args.format, task)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
-                              encoding="utf-8")
+    from .outputs import RERUN, write_atomic
+    write_atomic(args.out, json.dumps(results, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+                 f"{args.out} is as it was and every answer is kept in {cache}",
+                 f"{RERUN} with --rescore (it asks the critic nothing)")
     print(format_table(results))
     return 0
 
@@ -504,8 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --manifest: force the task (default: edit for rows with a source, else t2i)")
     add_critic_arguments(c)
     c.add_argument("--weights", default="equal", choices=sorted(WEIGHT_PRESETS))
-    c.add_argument("--out", help="append JSON lines to this file (default: stdout); with --engine ray a folder of "
-                                 "part-*.jsonl files")
+    c.add_argument("--out", help="add the JSON lines to this file, all of a command's at once (default: stdout); "
+                                 "with --manifest resumable; with --engine ray a folder of part-*.jsonl files")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     r = c.add_argument_group("engine (with --manifest)")
     r.add_argument("--engine", choices=["single", "ray"], default="single",

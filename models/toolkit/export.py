@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import RationalRewardsError
+from .outputs import Staged
 
 FORMATS = ("bf16", "fp8")
 FP8_MAX = 448.0                      # largest finite float8_e4m3fn
@@ -221,8 +221,8 @@ def export(folder: str | Path, out: str | Path, fmt: str = "bf16", *, template_d
            progress: Progress | None = None) -> ExportResult:
     """Write ``folder`` (a Qwen3-VL checkpoint, sharded or not) as one ComfyUI text-encoder file ``out``.
 
-    The output is written to ``out + ".part"`` and renamed when complete, so an interrupted export never
-    leaves a file ComfyUI would list. ``weights_sha256`` in its metadata digests the source tensors (the
+    The output is written to a ``.part`` file beside ``out`` and renamed when complete (``outputs.Staged``), so
+    an interrupted export or a full disk never leaves a file ComfyUI would list, and an older ``out`` stays whole. ``weights_sha256`` in its metadata digests the source tensors (the
     same for the bf16 and the fp8 file of one checkpoint)."""
 
     if fmt not in FORMATS:
@@ -244,36 +244,30 @@ def export(folder: str | Path, out: str | Path, fmt: str = "bf16", *, template_d
     for e in entries:
         header[e.name] = {"dtype": e.dtype, "shape": list(e.shape), "data_offsets": [offset, offset + e.nbytes]}
         offset += e.nbytes
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(out.name + ".part")
     digests: dict[str, str] = {}
-    try:
-        with open(part, "wb") as fh:
-            head = _header_bytes(header, metadata)
-            fh.write(head)
-            written = 0
-            for e, t, digest in _tensors(entries):   # (not enumerate: it keeps the last item alive)
-                data = _bytes(t)
-                if digest:
-                    digests[e.source] = digest
-                if len(data) != e.nbytes:
-                    raise ExportError(f"{e.source} in {e.file.name} is not the shape its header says")
-                fh.write(memoryview(data))
-                del t, data
-                written += 1
-                if progress is not None:
-                    progress(written, len(entries))
-            weights = hashlib.sha256("".join(f"{k}:{digests[k]}\n" for k in sorted(digests)).encode()).hexdigest()
-            metadata[META + "weights_sha256"] = weights
-            final = _header_bytes(header, metadata)
-            if len(final) != len(head):   # same length by construction (a 64-digit placeholder)
-                raise RuntimeError("export header changed length")
-            fh.seek(0)
-            fh.write(final)
-        os.replace(part, out)
-    finally:
-        if part.exists():
-            part.unlink()
+    kept = f"{out} is as it was" if out.exists() else f"no file was left at {out}"
+    with Staged(kept) as stage, open(stage.path(out), "wb") as fh:
+        head = _header_bytes(header, metadata)
+        fh.write(head)
+        written = 0
+        for e, t, digest in _tensors(entries):   # (not enumerate: it keeps the last item alive)
+            data = _bytes(t)
+            if digest:
+                digests[e.source] = digest
+            if len(data) != e.nbytes:
+                raise ExportError(f"{e.source} in {e.file.name} is not the shape its header says")
+            fh.write(memoryview(data))
+            del t, data
+            written += 1
+            if progress is not None:
+                progress(written, len(entries))
+        weights = hashlib.sha256("".join(f"{k}:{digests[k]}\n" for k in sorted(digests)).encode()).hexdigest()
+        metadata[META + "weights_sha256"] = weights
+        final = _header_bytes(header, metadata)
+        if len(final) != len(head):   # same length by construction (a 64-digit placeholder)
+            raise RuntimeError("export header changed length")
+        fh.seek(0)
+        fh.write(final)
     return ExportResult(out, fmt, len(entries), len(fp8), out.stat().st_size, metadata, tuple(notes))
 
 

@@ -29,10 +29,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..backends.base import GenerationOptions
-from ..errors import RationalRewardsError
 from ..critic.critic import CritiqueInputError, Item
 from ..judging.critique import Critique
 from .dispatch import Dispatcher, Outcome
+from .outputs import RERUN, Staged, output_error
 from ..judging.rubric import Task
 from .tables import TableError, describe_cell, is_empty_cell, iter_rows, load_image
 
@@ -123,10 +123,6 @@ def critique_record(critique: Critique, weights: str | dict[str, float] | None =
     return data
 
 
-class OutputError(RationalRewardsError, OSError):
-    """An output file could not be written (no space, no permission); what was written before is intact."""
-
-
 class ResumableJsonl:
     """An append-only JSONL file that knows which ids it holds; a partial last line is cut off."""
 
@@ -170,9 +166,8 @@ class ResumableJsonl:
                 view = view[self._f.write(view):]   # unbuffered: a short write returns what it wrote
         except OSError as e:
             os.ftruncate(self._f.fileno(), start)
-            raise OutputError(f"could not write to {self.path} ({e.strerror or e}); the {len(self.ids)} records "
-                              "already there are complete and kept: free space, then run the same command again "
-                              "(it skips them)") from None
+            raise output_error(self.path, e, f"the {len(self.ids)} records already there are complete and kept",
+                               f"{RERUN} (it skips them)") from None
         self.ids.add(str(record[self.key]))
 
     def close(self) -> None:
@@ -259,9 +254,8 @@ def critique_manifest(manifest: str | Path, out: str | Path, dispatcher: Dispatc
                     report.written += 1
                 bar.update(1)
     if report.failed:
-        with open(errors_path, "w", encoding="utf-8") as f:
-            for entry in report.failed:
-                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        with Staged(f"the {len(sink.ids)} critiques in {out} are complete and kept") as stage:
+            stage.write_text(errors_path, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in report.failed))
     elif errors_path.exists():
         os.remove(errors_path)
     return report

@@ -31,7 +31,6 @@ import json
 import math
 import os
 import re
-import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from .preferences import PreferencePair
 from ..critic.prompting import IMAGE_MARKER, ChatRequest, load_template, render, template_name
 from ..judging.rubric import Task
 from .manifest import ResumableJsonl
+from .outputs import RERUN, Staged, write_atomic
 from ..errors import RationalRewardsError
 
 TEACHER_PHASES = ("anchor", "filter", "project")
@@ -178,11 +178,12 @@ class PhaseFile:
         self.decisions[key] = {"key": key} | decision
 
     def write_decisions(self, order: Sequence[str]) -> None:
-        tmp = self.decisions_path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for k in [k for k in order if k in self.decisions]:
-                f.write(json.dumps(self.decisions[k], ensure_ascii=False, allow_nan=False) + "\n")
-        tmp.replace(self.decisions_path)
+        """Replace the decisions file in one step (it is recomputed from the answers on every run)."""
+        write_atomic(self.decisions_path,
+                     "".join(json.dumps(self.decisions[k], ensure_ascii=False, allow_nan=False) + "\n"
+                             for k in order if k in self.decisions),
+                     f"{self.decisions_path.name} is as it was and every teacher answer is kept in {self.path.name}",
+                     f"{RERUN} (saved answers are not asked again)")
 
 
 def _answer(teacher: Teacher, store: PhaseFile, asks: Sequence[_Ask], counts: Counter,
@@ -401,7 +402,8 @@ def run(pairs: Sequence[PreferencePair], out_dir: str | Path, teacher: Teacher |
     if "export" in phases:
         summary.exported = export(out / "export", kept_pairs, anchored_raw, projections, config, template_dir)
         summary.export_dir = str(out / "export")
-    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
+    write_atomic(out / "summary.json", json.dumps(summary.to_dict(), indent=2),
+                 "every teacher answer is kept in the phase files", f"{RERUN} (saved answers are not asked again)")
     return summary
 
 
@@ -425,20 +427,20 @@ def student_request(task: Task, mode: str, prompt: str, template_dir: str | Path
                   [_PLACEHOLDER] * template.count(IMAGE_MARKER))
 
 
-def _place_image(src: Path, folder: Path, link: str, cache: dict[Path, str]) -> str:
-    """Put ``src`` in ``folder`` under a content-hash name (shared images are stored once); its relative path."""
+def _place_image(src: Path, folder: Path, link: str, cache: dict[Path, str], stage: Staged) -> str:
+    """Put ``src`` in ``folder`` under a content-hash name (shared images are stored once); its relative path.
+    A copy is staged (renamed into place with the export), so a name that exists holds the whole image."""
     if src in cache:
         return cache[src]
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:20]
     target = folder / f"{digest}{src.suffix.lower() or '.png'}"
     if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
         if link == "symlink":
-            target.symlink_to(src.resolve())
+            stage.path(target).symlink_to(src.resolve())
         elif link == "hardlink":
-            os.link(src, target)
+            os.link(src, stage.path(target))
         else:
-            shutil.copyfile(src, target)
+            stage.copy(src, target)
     cache[src] = f"{folder.name}/{target.name}"
     return cache[src]
 
@@ -469,33 +471,42 @@ def dataset_info_entry(file_name: str) -> dict:
 def export(folder: str | Path, kept_pairs: Sequence[PreferencePair], anchored_raw: dict[str, str],
            projections: Sequence[tuple[PreferencePair, str, str]], config: ParrotConfig,
            template_dir: str | Path | None = None) -> dict[str, int]:
-    """Write ``<name>.json`` + ``dataset_info.json`` (LLaMA-Factory) and ``trl.jsonl`` (TRL) into ``folder``."""
+    """Write ``<name>.json`` + ``dataset_info.json`` (LLaMA-Factory) and ``trl.jsonl`` (TRL) into ``folder``.
+
+    Every file (and every new image) is staged and the set renamed into place at the end: a failed export
+    leaves the previous one whole, never a mix of the two."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    with Staged(f"the export in {folder} is as it was and every teacher answer is kept in the phase files",
+                f"{RERUN} (with --phases export it asks the teacher nothing)") as stage:
+        return _export(folder, kept_pairs, anchored_raw, projections, config, template_dir, stage)
+
+
+def _export(folder: Path, kept_pairs: Sequence[PreferencePair], anchored_raw: dict[str, str],
+            projections: Sequence[tuple[PreferencePair, str, str]], config: ParrotConfig,
+            template_dir: str | Path | None, stage: Staged) -> dict[str, int]:
     images_dir, cache = folder / "images", {}
     rows: list[tuple[str, ChatRequest, str, list[str], dict]] = []   # kind, prompt, answer, images, meta
     if "pairwise" in config.kinds:
         for p in kept_pairs:
             files = ([p.source] if p.source else []) + [p.image_a, p.image_b]
             rows.append(("pairwise", student_request(p.task, "pairwise", p.prompt, template_dir),
-                         clean_answer(anchored_raw[p.id]), [_place_image(f, images_dir, config.link, cache)
+                         clean_answer(anchored_raw[p.id]), [_place_image(f, images_dir, config.link, cache, stage)
                                                             for f in files],
                          {"id": p.id, "preferred": p.preferred}))
     if "pointwise" in config.kinds:
         for p, side, raw in projections:
             files = ([p.source] if p.source else []) + [p.image(side)]
             rows.append(("pointwise", student_request(p.task, "pointwise", p.prompt, template_dir),
-                         clean_answer(raw), [_place_image(f, images_dir, config.link, cache) for f in files],
+                         clean_answer(raw), [_place_image(f, images_dir, config.link, cache, stage) for f in files],
                          {"id": p.id, "side": side}))
     main_file = f"{DATASET_NAME}.json"
     lf = [{"messages": _llamafactory(req, ans), "images": imgs} for _, req, ans, imgs, _ in rows]
-    (folder / main_file).write_text(json.dumps(lf, ensure_ascii=False, indent=1), encoding="utf-8")
+    stage.write_text(folder / main_file, json.dumps(lf, ensure_ascii=False, indent=1))
     info_path = folder / "dataset_info.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
     info[DATASET_NAME] = dataset_info_entry(main_file)
-    info_path.write_text(json.dumps(info, indent=2), encoding="utf-8")
-    with (folder / "trl.jsonl").open("w", encoding="utf-8") as f:
-        for kind, req, ans, imgs, meta in rows:
-            f.write(json.dumps(_trl(req, ans) | {"images": imgs, "kind": kind} | meta,
-                               ensure_ascii=False) + "\n")
+    stage.write_text(info_path, json.dumps(info, indent=2))
+    stage.write_text(folder / "trl.jsonl", "".join(json.dumps(_trl(req, ans) | {"images": imgs, "kind": kind} | meta,
+                                                              ensure_ascii=False) + "\n"
+                                                   for kind, req, ans, imgs, meta in rows))
     return dict(Counter(kind for kind, *_ in rows))

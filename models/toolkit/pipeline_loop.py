@@ -25,6 +25,7 @@ from ..runtime.checkpoints import is_hf_id
 from ..judging.loop import SEED_POLICIES, History, LoopState, Round, StopRule
 from ..judging.refine import MODES
 from ..errors import RationalRewardsError
+from .outputs import RERUN, output_error, write_atomic
 
 Generate = Callable[[str, int], Image.Image]     # (prompt, seed) -> image
 
@@ -173,16 +174,18 @@ def run_loop(generate: Generate, critic: Critic, prompt: str, settings: LoopSett
 def write_result(result: LoopResult, folder: str | Path, meta: dict | None = None) -> Path:
     """``round_NN.png`` per round, ``best.png``, and ``history.json`` (rounds, best, stop reason, meta)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(result.images):
-        img.save(folder / f"round_{i:02d}.png")
-    result.best_image.save(folder / "best.png")
+    kept, rerun = "the prompts finished before are kept; this one is not marked done", f"{RERUN} (it redoes it)"
+    images = [(folder / f"round_{i:02d}.png", img) for i, img in enumerate(result.images)]
+    for path, img in images + [(folder / "best.png", result.best_image)]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            img.save(path)
+        except OSError as e:
+            raise output_error(path, e, kept, rerun) from None
     data = json.loads(result.history.to_json()) | {
         "best_prompt": result.best_prompt, "best_image": "best.png",
-        "images": [f"round_{i:02d}.png" for i in range(len(result.images))], "done": True} | (meta or {})
-    tmp = folder / "history.json.tmp"
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(folder / "history.json")
+        "images": [path.name for path, _ in images], "done": True} | (meta or {})
+    write_atomic(folder / "history.json", json.dumps(data, indent=2, ensure_ascii=False), kept, rerun)   # last: done
     return folder / "history.json"
 
 

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from . import benchmarks
 from ..judging.rubric import Task
+from .outputs import write_atomic
 from .tables import TableError, is_empty_cell, iter_rows, load_image
 from ..errors import RationalRewardsError
 
@@ -153,8 +154,5 @@ def _image_file(cell: Any, base_dir: Path | None, image_dir: Path) -> Path:
     data = buf.getvalue()
     out = image_dir / f"{hashlib.sha1(data).hexdigest()[:16]}.png"
     if not out.is_file():
-        image_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".png.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(out)
+        write_atomic(out, data, f"the images already in {image_dir} are whole and kept")
     return out
