@@ -67,9 +67,9 @@ class SaveCritique(io.ComfyNode):
         results, records = [], []
         try:
             # the whole batch is staged and renamed into place at the end: a full disk leaves the folder as it
-            # was (earlier saves intact, no part file under a final name), and the queue rerun saves it once
+            # was (earlier saves intact, no part file under a final name), and the next Run saves it once
             with Staged(f"nothing of this batch was saved and the files saved before in {folder} are intact",
-                        "queue the prompt again") as stage:
+                        "press Run again") as stage:
                 for i, critique in enumerate(critique_data.critiques):
                     final = f"{name}_{counter + i:05}_.png"
                     _save_png(batch[i:i + 1], subfolder, folder, final, stage, prompt,

@@ -310,7 +310,7 @@ def test_save_critique_saves_a_batch_whole_or_not_at_all(save_node):
     message = str(exc.value)
     assert message.startswith(f"Save Critique: could not write to {output / 'rr' / 'critique_00004_.png'} "
                               "(the disk is full")
-    assert "nothing of this batch was saved" in message and message.endswith("then queue the prompt again")
+    assert "nothing of this batch was saved" in message and message.endswith("then press Run again")
     assert snapshot(output) == earlier                               # no part file, no half of the batch
     result = save.SaveCritique.execute(batch(flat, noise), "rr/critique", embed_workflow=False)   # space freed
     after = snapshot(output)
