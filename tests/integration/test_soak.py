@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import time
+from importlib import metadata
 
 import pytest
 
-from tests.comfy_server import WIDE_CRITIC_NAME, Graph
+from tests.comfy_server import ARTIFACTS_DIR, WIDE_CRITIC_NAME, Graph, comfy_dir
 from tests.integration.test_refine_loop import REFINED, ROUND0, t2i_loop
 from tests.twins import pointwise_answer
 
@@ -102,6 +104,30 @@ def one_round(client, models_dir) -> tuple[dict, dict]:
     return state, sizes
 
 
+def record(before: dict, warm: dict, rounds: list[dict], growth: int) -> None:
+    """The figures, with the host and versions, in test-artifacts/soak.json (bench/results keeps a copy)."""
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "-"
+    keep = ("rss", "tensors", "tensor_bytes", "modules", "module_hooks", "global_hooks", "open_files", "threads",
+            "library_caches", "seconds")
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    (ARTIFACTS_DIR / "soak.json").write_text(json.dumps({
+        "what": f"{WARM_UP} warm-up + {len(rounds)} rounds of 2 critiques, a 2-round refine loop, a critic switch "
+                "and /free in one ComfyUI process (tiny models, CPU); figures after each round's /free",
+        "date": time.strftime("%Y-%m-%d"), "host": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "versions": {"python": platform.python_version(), "torch": version("torch"),
+                     "transformers": version("transformers"),
+                     "comfyui": (comfy_dir() / "comfyui_version.py").read_text().split('"')[1]
+                     if (comfy_dir() / "comfyui_version.py").is_file() else "-"},
+        "rss_bound_mib": RSS_BOUND / MiB, "rss_growth_mib": round(growth / MiB, 1),
+        "before": {k: before[k] for k in keep if k in before},
+        "after_warm_up": {k: warm[k] for k in keep if k in warm},
+        "rounds": [{k: r[k] for k in keep if k in r} for r in rounds]}, indent=1) + "\n")
+
+
 def test_memory_comes_back_round_after_round(comfy_server, models_dir):
     client = comfy_server
     before = free_everything(client)
@@ -124,6 +150,7 @@ def test_memory_comes_back_round_after_round(comfy_server, models_dir):
     last = rounds[-1][0]
     growth = last["rss"] - warm["rss"]
     print(f"  rss growth after warm-up: {growth / MiB:+.1f} MiB over {ROUNDS} rounds (bound {RSS_BOUND / MiB:.0f} MiB)")
+    record(before, warm, [r for r, _ in rounds], growth)
 
     for i, (state, sizes) in enumerate(rounds, 1):
         held = critic_objects(state)
