@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import comfy.model_management
 import comfy.utils
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 from comfy_execution.graph_utils import GraphBuilder, is_link
 
 from ..models.judging.cards import loop_card
@@ -206,10 +206,12 @@ class RefineLoopEnd(io.ComfyNode):
         batch = image if image.ndim == 4 else image.unsqueeze(0)
         state = loop.record(critique_data.critiques, batch, rule, weights=weights, mode=mode, keep=keep,
                             seed_policy=seed_policy)
-        ui = loop_card(state.history, state.critiques)
+        # this round's images next to its card: in the history as soon as the round is recorded, so they stay
+        # visible when a later round fails (a dead critic server, an interrupt)
+        shown = ui.PreviewImage(batch, cls=cls).as_dict() | loop_card(state.history, state.critiques)
         if state.done:
-            return io.NodeOutput(*_end_outputs(state, weights), ui=ui)
+            return io.NodeOutput(*_end_outputs(state, weights), ui=shown)
         hidden = cls.hidden
         open_id = hidden.dynprompt.get_node(hidden.unique_id)["inputs"]["loop"][0]
         graph, clone = expand_next_round(hidden.dynprompt, hidden.unique_id, open_id, state)
-        return io.NodeOutput(*(clone.out(i) for i in range(len(end_outputs()))), expand=graph.finalize(), ui=ui)
+        return io.NodeOutput(*(clone.out(i) for i in range(len(end_outputs()))), expand=graph.finalize(), ui=shown)

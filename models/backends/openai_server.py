@@ -453,7 +453,10 @@ class OpenAIServerBackend(Backend):
             while pending:
                 done, pending = wait(pending, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    answers[futures[fut]] = fut.result()   # the first failure ends the whole call
+                    try:
+                        answers[futures[fut]] = fut.result()   # the first failure ends the whole call
+                    except ServerError as e:
+                        raise _with_progress(e, answers) from None
                     if stream is not None:
                         stream(futures[fut], [answers[futures[fut]]], True)
                     if progress is not None:
@@ -519,6 +522,16 @@ class OpenAIServerBackend(Backend):
                         if ok:
                             raise   # the user asked for the GPU back; say that it did not happen
                         log.warning("could not put the critic server back to sleep", exc_info=True)
+
+
+def _with_progress(error: ServerError, answers: list[str | None]) -> ServerError:
+    """``error`` saying how much of a batch was answered before it: those answers are not returned (a
+    batch is all or nothing), so queueing it again asks for every one of them again."""
+    if len(answers) < 2:
+        return error
+    finished = sum(a is not None for a in answers)
+    return type(error)(f"{error} The batch stopped after {finished} of {len(answers)} critiques; queue it "
+                       "again once the server answers.")
 
 
 def _model_ids(resp: requests.Response) -> list[str] | None:

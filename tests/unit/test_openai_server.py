@@ -224,6 +224,17 @@ def test_connection_refused_names_the_url():
 
 # -- the API key ---------------------------------------------------------------------------------------
 
+def test_a_server_that_dies_mid_batch_says_how_far_the_batch_got():
+    with FakeOpenAI(answer="ok", die_at=3) as dying:
+        b = backend(dying, max_concurrency=1, retries=1)
+        with pytest.raises(ServerUnavailable) as failed:
+            b.generate([req(f"cat {i}") for i in range(4)], OPTS)
+        assert dying.dead and len(dying.chat_requests()) == 3
+    msg = str(failed.value)
+    assert f"cannot reach the critic server at {dying.url}/chat/completions (connection refused) (tried 2 times)" in msg
+    assert msg.endswith("The batch stopped after 2 of 4 critiques; queue it again once the server answers.")
+
+
 def test_api_key_is_sent_as_bearer_from_the_named_variable(peer, monkeypatch):
     monkeypatch.setenv("RR_TEST_CRITIC_KEY", "sk-unit-4242")
     b = backend(peer, api_key_env="RR_TEST_CRITIC_KEY")
