@@ -526,11 +526,11 @@ class OpenAIServerBackend(Backend):
 
 def _with_progress(error: ServerError, answers: list[str | None]) -> ServerError:
     """``error`` saying how much of a batch was answered before it: those answers are not returned (a
-    batch is all or nothing), so queueing it again asks for every one of them again."""
+    batch is all or nothing), so running it again asks for every one of them again."""
     if len(answers) < 2:
         return error
     finished = sum(a is not None for a in answers)
-    return type(error)(f"{error} The batch stopped after {finished} of {len(answers)} critiques; queue it "
+    return type(error)(f"{error} The batch stopped after {finished} of {len(answers)} critiques; run it "
                        "again once the server answers.")
 
 

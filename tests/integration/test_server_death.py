@@ -60,7 +60,7 @@ def test_rank_batch_survives_the_server_dying_and_runs_once_it_is_back(comfy_ser
     err = execution_error(entry)
     assert err is not None and err["node_id"] == rank.id and err["node_type"] == "RR_Rank"
     assert_names_server_and_fix(err, url, "Rank Images")
-    assert "The batch stopped after 2 of 4 critiques; queue it again once the server answers." in \
+    assert "The batch stopped after 2 of 4 critiques; run it again once the server answers." in \
         err["exception_message"]
     assert comfy_server.queue_state()["queue_running"] == []
 

@@ -232,7 +232,7 @@ def test_a_server_that_dies_mid_batch_says_how_far_the_batch_got():
         assert dying.dead and len(dying.chat_requests()) == 3
     msg = str(failed.value)
     assert f"cannot reach the critic server at {dying.url}/chat/completions (connection refused) (tried 2 times)" in msg
-    assert msg.endswith("The batch stopped after 2 of 4 critiques; queue it again once the server answers.")
+    assert msg.endswith("The batch stopped after 2 of 4 critiques; run it again once the server answers.")
 
 
 def test_api_key_is_sent_as_bearer_from_the_named_variable(peer, monkeypatch):
