@@ -124,6 +124,23 @@ def test_prompt_list_runs_every_prompt_and_resumes(pipelines, qwen3_critic, tmp_
     assert "already done" in capsys.readouterr().out
 
 
+def test_a_prompt_lists_own_seed_is_used_for_that_prompt_only(pipelines, qwen3_critic, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "a cat", "seed": 42}) + "\n" + json.dumps({"prompt": "a cat wearing a hat"})
+                       + "\n")
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps([{"answer": r.answer, "when_request_contains": r.when_request_contains}
+                                  for r in RISING]))
+    out = tmp_path / "runs"
+    assert main(["refine", "--pipeline", str(pipelines[0]), "--model", "tiny-qwen3vl", "--models-dir",
+                 str(qwen3_critic.backend.source).rsplit("/", 1)[0], "--replay", str(script), "--prompts", str(prompts),
+                 "--out", str(out), "--steps", "2", "--max-rounds", "2", "--seed", "5", "--max-new-tokens", "300",
+                 "--temperature", "0"]) == 0
+    own, default = (json.loads((folder / "history.json").read_text()) for folder in sorted(out.iterdir()))
+    assert [r["seed"] for r in own["rounds"]] == [42, 42]          # the list's seed, for every round of that prompt
+    assert {r["seed"] for r in default["rounds"]} == {5}           # the next prompt is back on --seed
+
+
 def test_offline_first_and_clear_errors(pipelines, tmp_path):
     with pytest.raises(PipelineNotFound, match="hf download nobody/no-such-pipeline"):
         load_pipeline("nobody/no-such-pipeline", [tmp_path])
