@@ -5,7 +5,9 @@ measured in the same run.
   python bench/critic_bench.py            GPU: a Qwen3-VL-8B-shaped critic (random weights, bf16, built on
                                           the GPU), a 1024x1024 image, 384 new tokens
   python bench/critic_bench.py --cpu      the tiny critic on CPU: CPU overhead per critique (templating,
-                                          image prep, decoding the answer, parsing) and small-model timings
+                                          image prep, decoding the answer, parsing) and small-model timings;
+                                          inputs built in torch against the processor path (the baseline),
+                                          interleaved in the same run
   python bench/critic_bench.py --dry-run  the GPU mode's steps on a tiny config on CPU (checks the logic;
                                           its timings mean nothing)
   python bench/critic_bench.py --quant [--dry-run]

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from PIL import Image
-
 from ..backends.base import Backend, GenerationOptions, ProgressFn, StopFn
 from ..errors import RationalRewardsError
 from ..judging.critique import Critique, PairwiseCritique
 from ..judging.parser import parse_critique, parse_pairwise
 from ..judging.rubric import Task
+from .images import ImageInput
 from .images import prepare as prepare_image
 from .progress import AnswerProgress, headers_in
 from .prompting import ChatRequest, Template, TemplateDirs, _dirs, get_addendum, get_template, render, template_name
@@ -44,14 +43,14 @@ class Item:
         mode: ``pointwise`` (one candidate) or ``pairwise`` (A and B): a critique; ``defects``: the
             grounding follow-up; ``anchored`` / ``consistency`` / ``projection``: PARROT's teacher calls.
         request: the prompt or editing instruction.
-        images: the source first (Edit), then the candidate(s).
+        images: the source first (Edit), then the candidate(s): PIL images or ComfyUI (H, W, C) tensors.
         fields: more ``{name}`` values for the templates (the follow-up's critique, PARROT's rationale).
         match: what scripted rules' ``when_request_contains`` is matched against (default: ``request``).
     """
     task: Task
     mode: str
     request: str
-    images: tuple[Image.Image, ...]
+    images: tuple[ImageInput, ...]
     fields: tuple[tuple[str, str], ...] = ()
     match: str | None = None
 
@@ -193,8 +192,8 @@ class Critic:
         requests = [self.prepare(it) for it in items]
         return [self.parse(r, a) for r, a in zip(requests, self.answer(requests, options, **hooks))]
 
-    def critique(self, images: Sequence[Image.Image], prompts: str | Sequence[str],
-                 options: GenerationOptions | None = None, *, sources: Sequence[Image.Image] | None = None,
+    def critique(self, images: Sequence[ImageInput], prompts: str | Sequence[str],
+                 options: GenerationOptions | None = None, *, sources: Sequence[ImageInput] | None = None,
                  progress: ProgressFn | None = None, should_stop: StopFn | None = None,
                  answer_progress: Callable[[float], None] | None = None) -> list[Critique]:
         """Pointwise critiques, one per image. With ``sources`` the task is Edit: one source for every
@@ -207,8 +206,8 @@ class Critic:
         return self.judge(items, options, progress=progress, should_stop=should_stop,
                           answer_progress=answer_progress)
 
-    def compare(self, image_a: Image.Image, image_b: Image.Image, prompt: str,
-                options: GenerationOptions | None = None, *, source: Image.Image | None = None,
+    def compare(self, image_a: ImageInput, image_b: ImageInput, prompt: str,
+                options: GenerationOptions | None = None, *, source: ImageInput | None = None,
                 progress: ProgressFn | None = None, should_stop: StopFn | None = None,
                 answer_progress: Callable[[float], None] | None = None) -> PairwiseCritique:
         task = Task.EDIT if source is not None else Task.T2I

@@ -132,6 +132,7 @@ class TensorImage:
 
 
 CriticInput = Union[Image.Image, TensorImage]   # an image inside a chat request
+ImageInput = Union[Image.Image, "torch.Tensor"]  # what callers hand the critic: PIL, or a ComfyUI (H, W, C) tensor
 
 
 def as_pil(img: CriticInput) -> Image.Image:
@@ -144,7 +145,7 @@ def is_tensor(img: Any) -> bool:
     return hasattr(img, "detach") and hasattr(img, "shape")
 
 
-def prepare(img: Image.Image | "torch.Tensor", max_pixels: int | None = None,
+def prepare(img: ImageInput, max_pixels: int | None = None,
             what: str = "image") -> CriticInput:
     """What the critic is given for one image: a PIL image becomes RGB and fits ``max_pixels``; a ComfyUI
     image tensor (H, W, C) is checked and kept as a :class:`TensorImage` (RGBA tensors are flattened onto
