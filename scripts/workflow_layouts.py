@@ -9,6 +9,23 @@ workflow reads left to right, one group per step, and a note beside what it expl
 """
 from __future__ import annotations
 
+# ---- the budget every layout fits (issue 22: "workflows that read at a fitted zoom on a 1600-px window") ----
+# "Fit view" (the frontend's fitView: LGraphCanvas ds.fitToBounds) fills FIT_SHARE of the canvas with the
+# nodes' bounds (title bars included, 10 px around). Below LOD_ZOOM the frontend draws nodes as blank boxes:
+# LiteGraph.Canvas.MinFontSizeForLOD (default 8 px) / LiteGraph.NODE_TEXT_SIZE (14 px) at devicePixelRatio 1,
+# read from comfyui-frontend-package 1.32.9 (it replaced LowQualityRenderingZoomThreshold, 0.6, in 1.26.7).
+# On a 1600 x 900 window that frontend's canvas is the whole window (the menu floats over it).
+CANVAS = (1600, 900)
+FIT_SHARE = 0.75
+LOD_ZOOM = 8 / 14
+MAX_BOX = (round(CANVAS[0] * FIT_SHARE / LOD_ZOOM), round(CANVAS[1] * FIT_SHARE / LOD_ZOOM))  # (2100, 1181)
+"""Largest [width, height] of a workflow's canvas: every node (with its title bar), note and group."""
+CARD_NODES = ("RR_CritiqueImage", "RR_CritiqueEdit", "RR_Compare", "RR_Rank", "RR_RefineLoopEnd", "RR_RepairLoopEnd")
+CARD_ROOM = 400
+"""Room kept free below a card node inside its group: its card (web/rr_card.js) grows the node downward
+after a run. A critique card as first shown (bars, overall, summary, refined prompt, justifications
+closed) is about 400 px; opening justifications grows it to its 640 px cap, beyond which it scrolls."""
+
 BLUE, GREEN, PURPLE, ORANGE, YELLOW, GREY = "#3f789e", "#8A8", "#a1309b", "#b06634", "#b58b2a", "#444"
 
 CRITIC_NOTE = """### The critic
@@ -25,6 +42,14 @@ After a run the node shows a **card**: one bar per dimension (1-4; 4 = no proble
 
 Scores that could not be read say *unreadable*; Text Rendering is *N/A* when the prompt asks for no text. The outputs (scores, critique text, refined prompt) can be wired into other nodes."""
 
+CRITIC_NOTE_SHORT = """### The critic
+Download once (about 17.5 GB), or switch on *download if missing*:
+
+`hf download TIGER-Lab/RationalRewards-8B-T2I --local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-T2I`
+
+It needs about 17.5 GB of free VRAM in bf16; on a 12-16 GB card set *quantize weights* to int8 or 4bit. The first run loads (and with *decoding speed mode* = auto compiles) for a while. More in *1. Critique my image*."""
+
+
 def ui_file(name: str) -> str:
     """workflows/ file name (without .json) of the twin ``name``: its title in the Templates browser."""
     return LAYOUTS[name]["title"]
@@ -34,50 +59,50 @@ LAYOUTS: dict[str, dict] = {
     # ---------------------------------------------------------------------------------------------
     "critique_my_image": {
         "title": "1. Critique my image (start here)",
-        "nodes": {"1": [40, 120, 360, 460], "2": [460, 120, 400, 390], "3": [920, 480, 480, 470]},
+        "nodes": {"1": [40, 410, 360, 400], "2": [460, 120, 400, 390], "3": [920, 120, 480, 310]},
         "notes": [
-            {"id": 10, "title": "Start here", "box": [40, -230, 1360, 150], "text": (
+            {"id": 10, "title": "Start here", "box": [40, 120, 360, 230], "text": (
                 "## Critique my image\n"
                 "Judges a picture you already have: no generator model needed. **1** load the image, **2** pick "
                 "the critic, **3** type the prompt the image was made from, then **Run**. The critique appears "
                 "on the Critique Image node.")},
-            {"id": 11, "box": [40, 630, 360, 250], "text": (
+            {"id": 11, "box": [40, 870, 360, 200], "text": (
                 "### Your image\nClick *choose file to upload* or drop an image here. Any size works: the critic "
                 "scales large images down to the size it was trained on (*max image pixels* = -1 on the loader).")},
-            {"id": 12, "box": [460, 560, 400, 420], "text": CRITIC_NOTE},
-            {"id": 13, "box": [920, 120, 480, 300], "text": (
+            {"id": 12, "box": [460, 570, 400, 420], "text": CRITIC_NOTE},
+            {"id": 13, "box": [1460, 120, 360, 320], "text": (
                 "### Critique\nType the **prompt the image was made from** (what it should show): the critic "
                 "judges the image against it.\n\n" + CARD_NOTE.split("\n", 1)[1])},
         ],
-        "groups": [{"title": "1 · Your image", "color": BLUE, "members": ["1", 11]},
+        "groups": [{"title": "1 · Your image", "color": BLUE, "members": [10, "1", 11]},
                    {"title": "2 · The critic", "color": GREEN, "members": ["2", 12]},
                    {"title": "3 · Critique", "color": PURPLE, "members": ["3", 13]}],
     },
     # ---------------------------------------------------------------------------------------------
     "critique_generated_image": {
         "title": "2. Generate and critique",
-        "nodes": {"1": [40, 120, 340, 100], "2": [40, 270, 340, 200], "4": [40, 520, 340, 130],
-                  "3": [420, 120, 300, 60], "5": [420, 230, 300, 110], "6": [760, 120, 320, 480],
-                  "7": [760, 650, 320, 50], "8": [1180, 120, 400, 390], "9": [1640, 440, 480, 470],
-                  "10": [2180, 120, 380, 420]},
+        "nodes": {"1": [40, 410, 340, 100], "2": [40, 570, 340, 200], "4": [40, 830, 340, 130],
+                  "3": [440, 120, 300, 90], "5": [440, 270, 300, 110], "6": [440, 440, 300, 300],
+                  "7": [440, 800, 300, 50], "8": [800, 120, 400, 390], "9": [1260, 120, 480, 310],
+                  "10": [1800, 480, 300, 360]},
         "notes": [
-            {"id": 20, "title": "Start here", "box": [40, -230, 2520, 150], "text": (
+            {"id": 20, "title": "Start here", "box": [40, 120, 340, 230], "text": (
                 "## Generate an image and critique it\n"
                 "SD1.5 makes an image from the prompt, the critic judges it against the same prompt, and Save "
                 "Critique keeps the image with its critique. Swap the generator for any model: keep the image "
                 "and the prompt wired into Critique Image.")},
-            {"id": 21, "box": [420, 400, 300, 300], "text": (
+            {"id": 21, "box": [440, 910, 300, 200], "text": (
                 "### Generator\nAny checkpoint works (SDXL, FLUX ...): replace these nodes with your own and "
                 "connect your decoded IMAGE to Critique Image. The prompt node feeds both the generator and "
                 "the critic, so they judge the same words.")},
-            {"id": 22, "box": [1180, 560, 400, 420], "text": CRITIC_NOTE},
-            {"id": 23, "box": [1640, 120, 480, 260], "text": CARD_NOTE},
-            {"id": 24, "box": [2180, 590, 380, 250], "text": (
+            {"id": 22, "box": [800, 570, 400, 300], "text": CRITIC_NOTE_SHORT},
+            {"id": 23, "box": [1800, 120, 300, 300], "text": CARD_NOTE},
+            {"id": 24, "box": [1800, 900, 300, 230], "text": (
                 "### Save Critique\nSaves the image into ComfyUI's output folder like Save Image, with the "
                 "critique in the PNG's metadata and a .json beside it (scores and text only: no folders or "
                 "keys). Turn off *workflow in the PNG too* to share the PNG without the workflow.")},
         ],
-        "groups": [{"title": "1 · Generate (any model)", "color": BLUE, "members": ["1", "2", "3", "4", "5", "6",
+        "groups": [{"title": "1 · Generate (any model)", "color": BLUE, "members": [20, "1", "2", "3", "4", "5", "6",
                                                                                   "7", 21]},
                    {"title": "2 · The critic", "color": GREEN, "members": ["8", 22]},
                    {"title": "3 · Critique and save", "color": PURPLE, "members": ["9", 23, "10", 24]}],
@@ -85,28 +110,28 @@ LAYOUTS: dict[str, dict] = {
     # ---------------------------------------------------------------------------------------------
     "rank_batch": {
         "title": "3. Best of N (rank a batch)",
-        "nodes": {"1": [40, 120, 340, 100], "2": [40, 270, 340, 200], "4": [40, 520, 340, 130],
-                  "3": [420, 120, 300, 60], "5": [420, 230, 300, 110], "6": [760, 120, 320, 480],
-                  "7": [760, 650, 320, 50], "8": [1180, 120, 400, 390], "9": [1640, 380, 520, 520],
-                  "10": [2220, 120, 360, 400]},
+        "nodes": {"1": [40, 410, 340, 100], "2": [40, 570, 340, 200], "4": [40, 830, 340, 130],
+                  "3": [440, 120, 300, 90], "5": [440, 270, 300, 110], "6": [440, 440, 300, 300],
+                  "7": [440, 800, 300, 50], "8": [800, 120, 400, 390], "9": [1260, 120, 480, 360],
+                  "10": [1800, 440, 300, 400]},
         "notes": [
-            {"id": 20, "title": "Start here", "box": [40, -230, 2540, 150], "text": (
+            {"id": 20, "title": "Start here", "box": [40, 120, 340, 230], "text": (
                 "## Best of N\n"
                 "Generates a batch of candidates (*batch_size* on Empty Latent Image), the critic scores every "
                 "one, and Rank Images sorts them best first. To rank **edits** of one image, connect the source "
                 "image to Rank's *before (source, for edits)* input and load the Edit critic.")},
-            {"id": 21, "box": [420, 400, 300, 300], "text": (
+            {"id": 21, "box": [440, 910, 300, 200], "text": (
                 "### Candidates\nRaise *batch_size* for more candidates; each costs one critique. Any generator "
                 "works: connect its decoded IMAGE batch to Rank Images.")},
-            {"id": 22, "box": [1180, 560, 400, 420], "text": CRITIC_NOTE},
-            {"id": 23, "box": [1640, 120, 520, 200], "text": (
+            {"id": 22, "box": [800, 570, 400, 300], "text": CRITIC_NOTE_SHORT},
+            {"id": 23, "box": [1800, 120, 300, 260], "text": (
                 "### Ranking card\nThumbnails best first with each one's rank, input index and overall score; "
                 "click a candidate to read its critique. Unreadable critiques go last; ties keep the input "
                 "order.")},
-            {"id": 24, "box": [2220, 570, 360, 160], "text": (
+            {"id": 24, "box": [1800, 900, 300, 160], "text": (
                 "### Keep the best\nSaves only the top image (*best*). Use *ranked* for the whole sorted batch.")},
         ],
-        "groups": [{"title": "1 · Generate candidates", "color": BLUE, "members": ["1", "2", "3", "4", "5", "6",
+        "groups": [{"title": "1 · Generate candidates", "color": BLUE, "members": [20, "1", "2", "3", "4", "5", "6",
                                                                                   "7", 21]},
                    {"title": "2 · The critic", "color": GREEN, "members": ["8", 22]},
                    {"title": "3 · Rank and keep the best", "color": PURPLE, "members": ["9", 23, "10", 24]}],
