@@ -139,29 +139,29 @@ LAYOUTS: dict[str, dict] = {
     # ---------------------------------------------------------------------------------------------
     "t2i_refine_loop": {
         "title": "4. Refine loop (text to image)",
-        "nodes": {"1": [40, 120, 340, 100], "4": [40, 270, 340, 130], "2": [440, 120, 380, 260],
-                  "3": [880, 120, 300, 60], "5": [880, 230, 300, 110], "6": [1220, 120, 320, 480],
-                  "7": [1220, 650, 320, 50], "8": [40, 800, 400, 390], "9": [880, 1040, 480, 470],
-                  "10": [1600, 510, 440, 520], "11": [2100, 120, 360, 420], "12": [2100, 600, 360, 360]},
+        "nodes": {"1": [390, 120, 380, 100], "4": [810, 120, 210, 90], "2": [390, 470, 380, 200],
+                  "3": [810, 470, 210, 90], "5": [810, 620, 210, 110], "6": [810, 790, 210, 290],
+                  "7": [810, 1140, 210, 50], "8": [40, 470, 290, 300], "9": [1070, 350, 360, 310],
+                  "10": [1480, 380, 380, 350], "11": [1890, 120, 210, 330], "12": [1890, 510, 210, 330]},
         "notes": [
-            {"id": 20, "title": "Start here", "box": [40, -230, 2420, 150], "text": (
+            {"id": 20, "title": "Start here", "box": [40, 120, 290, 250], "text": (
                 "## Generate → critique → refine\n"
                 "Each round generates from the prompt, the critic judges the image and writes a better prompt, "
                 "and the next round uses it, until the image is good enough (Text Faithfulness and Physical and "
                 "Visual Quality at 3 or more, as published) or *max rounds* is reached. The best round comes out, "
                 "not the last.")},
-            {"id": 21, "box": [440, 430, 380, 250], "text": (
+            {"id": 21, "box": [390, 730, 380, 230], "text": (
                 "### Loop Start\nType **your prompt** here. Its *prompt* output goes into your positive text "
                 "encoder, *seed* into your sampler. Everything between Loop Start and Loop End reruns each "
                 "round; loaders and the negative prompt are shared.")},
-            {"id": 25, "box": [40, 450, 340, 160], "text": (
+            {"id": 25, "box": [390, 280, 630, 70], "text": (
                 "### Shared\nThe checkpoint and the negative prompt sit outside the loop: they load once and "
                 "serve every round.")},
-            {"id": 22, "box": [40, 1240, 400, 420], "text": CRITIC_NOTE},
-            {"id": 23, "box": [880, 820, 480, 160], "text": (
+            {"id": 22, "box": [40, 830, 290, 330], "text": CRITIC_NOTE_SHORT},
+            {"id": 23, "box": [1070, 120, 360, 170], "text": (
                 "### Critique\nJudges each round's image against that round's prompt (wired from Loop Start). "
                 "Its card shows the latest round.")},
-            {"id": 24, "box": [1600, 120, 440, 330], "text": (
+            {"id": 24, "box": [1480, 120, 380, 200], "text": (
                 "### Loop End\n*good enough when these* lists the scores that must reach the threshold, by their "
                 "names on the card (checked when you queue). *next prompt* = merge keeps your LoRA tags, "
                 "embeddings and (word:1.2) weights; *always keep* protects trigger words. The card shows every "
