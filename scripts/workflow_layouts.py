@@ -176,35 +176,33 @@ LAYOUTS: dict[str, dict] = {
     # ---------------------------------------------------------------------------------------------
     "edit_refine_loop": {
         "title": "5. Refine loop (image edit)",
-        "nodes": {"1": [40, 120, 340, 100], "5": [40, 270, 340, 130], "2": [40, 460, 340, 420],
-                  "3": [440, 120, 380, 260], "4": [880, 120, 300, 60], "6": [880, 230, 300, 60],
-                  "7": [1220, 120, 320, 480], "8": [1220, 650, 320, 50], "9": [440, 960, 400, 390],
-                  "10": [1000, 1240, 480, 470], "11": [1600, 440, 440, 520], "12": [2100, 120, 360, 420],
-                  "13": [2100, 600, 360, 360]},
+        "nodes": {"1": [390, 120, 330, 100], "5": [390, 280, 330, 90], "2": [768, 120, 262, 250],
+                  "3": [390, 630, 380, 200], "4": [810, 630, 220, 88], "6": [810, 758, 220, 46],
+                  "7": [810, 844, 220, 262], "8": [810, 1146, 220, 46], "9": [40, 470, 290, 300],
+                  "10": [1090, 350, 340, 330], "11": [1490, 380, 380, 350], "12": [1890, 120, 210, 330],
+                  "13": [1890, 510, 210, 330]},
         "notes": [
-            {"id": 20, "title": "Start here", "box": [40, -230, 2420, 150], "text": (
+            {"id": 20, "title": "Start here", "box": [40, 120, 290, 250], "text": (
                 "## Edit → critique → refine\n"
                 "Each round edits the source image with the instruction, the Edit critic judges the edit, and the "
                 "next round uses its refined instruction. One refinement (*max rounds* = 2) is the published "
                 "setting.")},
-            {"id": 21, "title": "Put your editing model here", "box": [880, 340, 300, 520], "text": (
-                "### ⚠ Your editing model goes here\nThe SD1.5 img2img in this group (text encode, VAE Encode, "
-                "KSampler at denoise 0.55, VAE Decode) is only a **stand-in** so the graph runs anywhere. Replace "
-                "it with a real editing model, e.g. **Qwen-Image-Edit** (TextEncodeQwenImageEdit with the source "
-                "image) or **FLUX.1 Kontext** (ReferenceLatent on the source latent), with its loaders in the "
-                "Shared group.\n\nKeep the wiring: Loop Start *prompt* → your instruction input, *seed* → your "
-                "sampler, your decoded image → Critique Edit *after (edited)* and Loop End *image*.")},
-            {"id": 22, "box": [40, 930, 340, 260], "text": (
-                "### Source image\nThe image to edit. It is shared by every round and is the *before* image the "
-                "critic compares against.")},
-            {"id": 23, "box": [440, 1400, 400, 420], "text": CRITIC_NOTE.replace(
-                "RationalRewards-8B-T2I --local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-T2I",
-                "RationalRewards-8B-Edit --local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-Edit")},
-            {"id": 24, "box": [1000, 960, 480, 220], "text": (
+            {"id": 21, "title": "Put your editing model here", "box": [390, 890, 380, 310], "text": (
+                "### ⚠ Your editing model goes here\nThe SD1.5 img2img here (denoise 0.55) is only a **stand-in** "
+                "so the graph runs anywhere. Use a real editing model, e.g. **Qwen-Image-Edit** "
+                "(TextEncodeQwenImageEdit with the source image) or **FLUX.1 Kontext** (ReferenceLatent on the "
+                "source latent), its loaders in the Shared group.\n\nKeep the wiring: Loop Start *prompt* → your "
+                "instruction, *seed* → your sampler, your decoded image → Critique Edit *after (edited)* and Loop "
+                "End *image*.")},
+            {"id": 22, "box": [390, 430, 640, 80], "text": (
+                "### Shared\nThe checkpoint, the negative prompt and the **source image** load once and serve "
+                "every round. The source is also the *before* image the critic compares against.")},
+            {"id": 23, "box": [40, 830, 290, 370], "text": CRITIC_NOTE_SHORT.replace("8B-T2I", "8B-Edit")},
+            {"id": 24, "box": [1090, 120, 340, 170], "text": (
                 "### Critique Edit\nJudges the edit against the source and the instruction on four dimensions "
                 "(adds Image Faithfulness: was the rest kept?). The overall score uses *rl_edit* here, as the "
                 "authors' editing RL did.")},
-            {"id": 25, "box": [1600, 120, 440, 260], "text": (
+            {"id": 25, "box": [1490, 120, 380, 200], "text": (
                 "### Loop End\nStops when the edit is good enough, when a round is no better, or after *max "
                 "rounds*; returns the best round. *good enough when these* takes the names shown on the card.")},
         ],

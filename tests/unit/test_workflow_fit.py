@@ -8,7 +8,7 @@ import pytest
 from scripts.workflow_layouts import CANVAS, CARD_NODES, CARD_ROOM, FIT_SHARE, LOD_ZOOM, MAX_BOX
 from tests.twins import load_ui, twin_names
 
-NOT_YET = {"edit_refine_loop", "critique_localise_inpaint", "repair_regions_loop"}   # still the old wide layouts
+NOT_YET = {"critique_localise_inpaint", "repair_regions_loop"}   # still the old wide layouts
 NAMES = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="issue 22 item 5: not yet re-laid out"))
          if n in NOT_YET else n for n in twin_names()]
 NOTE_TYPES = ("Note", "MarkdownNote")
