@@ -50,6 +50,9 @@ Download once (about 17.5 GB), or switch on *download if missing*:
 It needs about 17.5 GB of free VRAM in bf16; on a 12-16 GB card set *quantize weights* to int8 or 4bit. The first run loads (and with *decoding speed mode* = auto compiles) for a while. More in *1. Critique my image*."""
 
 
+CRITIC_NOTE_TINY = """### The critic
+Download once (about 17.5 GB), or switch on *download if missing*: `hf download TIGER-Lab/RationalRewards-8B-T2I --local-dir ComfyUI/models/rationalrewards/RationalRewards-8B-T2I`. On a 12-16 GB card set *quantize weights* to int8 or 4bit. More in *1. Critique my image*."""
+
 def ui_file(name: str) -> str:
     """workflows/ file name (without .json) of the twin ``name``: its title in the Templates browser."""
     return LAYOUTS[name]["title"]
@@ -264,61 +267,58 @@ LAYOUTS: dict[str, dict] = {
     # ---------------------------------------------------------------------------------------------
     "repair_regions_loop": {
         "title": "7. Repair regions until the critic is satisfied",
-        "nodes": {"1": [40, 120, 340, 100], "4": [40, 270, 340, 130], "3": [40, 450, 340, 60],
-                  "8": [40, 840, 400, 390],
-                  "2": [500, 120, 380, 200], "5": [500, 370, 380, 110], "6": [940, 120, 320, 480],
-                  "7": [940, 650, 320, 50], "9": [500, 1140, 480, 470],
-                  "10": [1340, 120, 380, 170], "11": [1340, 340, 380, 620],
-                  "12": [1800, 120, 320, 50], "13": [1800, 220, 320, 50], "16": [1800, 320, 320, 150],
-                  "14": [2180, 120, 320, 480], "15": [2180, 650, 320, 50],
-                  "17": [2580, 370, 480, 470], "18": [3120, 470, 440, 600],
-                  "19": [3620, 120, 360, 360], "20": [3620, 530, 360, 360]},
+        # Three card nodes (400 px of card room each) and the grounding, loop and inpainting nodes at their
+        # minimum sizes need more than MAX_BOX: this is the closest layout (see tests/unit/test_workflow_fit.py).
+        "nodes": {"1": [40, 420, 210, 100], "3": [270, 420, 210, 90], "4": [270, 560, 210, 90],
+                  "2": [40, 770, 210, 160], "5": [40, 980, 210, 110], "6": [270, 770, 210, 270],
+                  "7": [270, 1090, 210, 50],
+                  "9": [530, 120, 300, 310], "8": [530, 880, 300, 300],
+                  "10": [880, 120, 360, 130], "11": [880, 310, 360, 460],
+                  "12": [1290, 120, 250, 50], "13": [1290, 220, 250, 50], "14": [1290, 320, 250, 270],
+                  "15": [1290, 640, 250, 50], "16": [1290, 740, 250, 150],
+                  "17": [1590, 290, 300, 310], "18": [1940, 350, 370, 300], "19": [1940, 1100, 210, 300],
+                  "20": [2170, 1100, 140, 300]},
         "notes": [
-            {"id": 30, "title": "Start here", "box": [40, -230, 3940, 150], "text": (
+            {"id": 30, "title": "Start here", "box": [40, 120, 440, 200], "text": (
                 "## Repair the flaws, round after round\n"
-                "The critic judges the image; Repair Loop Start asks it which regions are wrong (\"the left hand\"), "
-                "GroundingDINO + SAM mask them, **your inpainting** repaints the mask, and the critic judges the "
-                "repair. Each round repairs the best image so far, in the regions its own critique names, until the "
-                "critique is good enough, nothing is left to repair, a repair is no better, or *max repair rounds*. "
-                "The best image comes out: it may be the image as given.")},
-            {"id": 31, "box": [40, 560, 340, 160], "text": (
-                "### Shared\nThe checkpoint, the prompt's encodings and the negative prompt load once and serve "
-                "the generation and every repair.")},
-            {"id": 32, "box": [500, 530, 380, 200], "text": (
+                "The critic judges the image (round 0); Repair Loop Start asks it which regions are wrong (\"the "
+                "left hand\"), GroundingDINO + SAM mask them, **your inpainting** repaints the mask, and the critic "
+                "judges the repair. Each round repairs the best image so far until the critique is good enough, "
+                "nothing is left to repair, a repair is no better, or *max repair rounds*. The best image comes "
+                "out: it may be the image as given.")},
+            {"id": 31, "box": [40, 570, 210, 80], "text": (
+                "### Shared\nLoaded once: they serve the generation and every repair.")},
+            {"id": 32, "box": [40, 1140, 210, 200], "text": (
                 "### Generate (or load)\nMakes the image to repair. To repair a picture you already have, put "
                 "Load Image here and wire it to Critique and to Repair Loop Start's *image*.")},
-            {"id": 33, "box": [40, 1280, 400, 420], "text": CRITIC_NOTE},
-            {"id": 34, "box": [500, 860, 480, 200], "text": (
-                "### First critique\nJudges the image as given: round 0 of the loop. Nothing is repaired when it "
-                "already meets the rule on Repair Loop End, or names no region.")},
-            {"id": 35, "box": [1340, 1010, 380, 560], "text": (
-                "### Repair Loop Start\nEach round it takes the best image so far and that image's critique, asks "
-                "the critic which regions to fix (*phrases from*), finds them with GroundingDINO + SAM and hands "
-                "your inpainting the image, the **mask** and a **seed**. Models: `hf download "
+            {"id": 33, "box": [530, 1230, 300, 170], "text": CRITIC_NOTE_TINY},
+            {"id": 35, "box": [880, 830, 360, 400], "text": (
+                "### Repair Loop Start\nEach round takes the best image so far and its critique, asks the critic "
+                "which regions to fix (*phrases from*), finds them with GroundingDINO + SAM and hands your "
+                "inpainting the image, the **mask** and a **seed**. Models: `hf download "
                 "IDEA-Research/grounding-dino-tiny --local-dir ComfyUI/models/grounding-dino/grounding-dino-tiny`, "
-                "and a SAM in models/sams.\n\n*max masked area* refuses a mask that covers most of the image (that "
-                "is a regeneration, not a repair). *regions per round* = per_phrase repairs the worst region first, "
-                "one per round.")},
-            {"id": 36, "title": "Put your inpainting here", "box": [1800, 760, 700, 420], "text": (
-                "### ⚠ Your inpainting goes here\nThis group is the loop body: it reruns every round. SD1.5 with "
-                "SetLatentNoiseMask + KSampler (denoise 0.75) is only an **example**. Swap in any inpainting: "
-                "**InpaintModelConditioning** with an inpainting checkpoint, a fill model (e.g. FLUX.1 Fill), or an "
-                "editing model that takes a mask, with its loaders in the Shared group.\n\nKeep the wiring: Loop "
-                "Start *image* and *mask* into your inpainting, *seed* into your sampler, and paste the repair back "
-                "into Loop Start's image (ImageCompositeMasked) so nothing outside the mask changes; the result goes "
-                "to Critique the repair and to Repair Loop End.")},
-            {"id": 37, "box": [2580, 120, 480, 200], "text": (
-                "### Critique the repair\nThe same critic judges each repaired image against the same prompt. Its "
+                "and a SAM in models/sams.\n\n*max masked area* refuses a mask that covers most of the image (a "
+                "regeneration, not a repair). *regions per round* = per_phrase repairs the worst region first, one "
+                "per round.")},
+            {"id": 36, "title": "Put your inpainting here", "box": [1290, 950, 250, 450], "text": (
+                "### ⚠ Your inpainting goes here\nThis group reruns every round. SD1.5 with SetLatentNoiseMask + "
+                "KSampler (denoise 0.75) is only an **example**: swap in **InpaintModelConditioning** with an "
+                "inpainting checkpoint, a fill model (e.g. FLUX.1 Fill) or an editing model that takes a mask, its "
+                "loaders in the Shared group.\n\nKeep the wiring: Loop Start *image* and *mask* into your "
+                "inpainting, *seed* into your sampler, the repair pasted back into Loop Start's image "
+                "(ImageCompositeMasked); the result goes to Critique the repair and Repair Loop End.")},
+            {"id": 37, "box": [1590, 120, 300, 110], "text": (
+                "### Critique the repair\nThe same critic judges each repaired image against the same prompt; its "
                 "card shows the latest round.")},
-            {"id": 38, "box": [3120, 120, 440, 300], "text": (
+            {"id": 38, "box": [1940, 120, 370, 170], "text": (
                 "### Repair Loop End\nKeeps the best image by overall score (an unreadable critique is never "
                 "best). Stops when *good enough when these* reach the threshold, no region is left, a repair is no "
-                "better than the best so far, or after *max repair rounds*. Its card shows every round: the mask over "
-                "the image it repaired, the result, the regions and the scores before and after.")},
+                "better, or after *max repair rounds*. Its card shows every round: the mask, the result, the "
+                "regions and the scores before and after.")},
         ],
         "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "3", "4", 31]},
                    {"title": "1 · Generate (or load your image)", "color": BLUE, "members": ["2", "5", "6", "7", 32]},
-                   {"title": "2 · The critic and the first critique", "color": GREEN, "members": ["8", 33, "9", 34]},
+                   {"title": "2 · The critic and the first critique", "color": GREEN, "members": ["9", "8", 33]},
                    {"title": "3 · Find the regions", "color": YELLOW, "members": ["10", "11", 35]},
                    {"title": "4 · Loop: your inpainting (swap it)", "color": BLUE,
                     "members": ["12", "13", "14", "15", "16", 36]},

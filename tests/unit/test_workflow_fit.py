@@ -8,9 +8,23 @@ import pytest
 from scripts.workflow_layouts import CANVAS, CARD_NODES, CARD_ROOM, FIT_SHARE, LOD_ZOOM, MAX_BOX
 from tests.twins import load_ui, twin_names
 
-NOT_YET = {"critique_localise_inpaint", "repair_regions_loop"}   # still the old wide layouts
-NAMES = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="issue 22 item 5: not yet re-laid out"))
-         if n in NOT_YET else n for n in twin_names()]
+OVER_BUDGET = {   # checked to be over: a layout that fits turns these into failures until the entry goes
+    "critique_localise_inpaint": "not yet re-laid out",
+    "repair_regions_loop": "three card nodes (400 px of card room each), Repair Loop Start (353 x 452) and the "
+                           "inpainting chain at their minimum sizes need about 2.4 Mpx of the budget's 2.48, more than "
+                           "two rows can pack: "
+                           "the closest layout is 2310 x 1380, fitted zoom 0.51",
+}
+NOT_YET = {"critique_localise_inpaint"}   # still the old wide layout: its notes float and cards lack room
+
+
+def names(xfail: dict[str, str]) -> list:
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=f"issue 22 item 5: {xfail[n]}"))
+            if n in xfail else n for n in twin_names()]
+
+
+FIT_NAMES = names(OVER_BUDGET)
+NAMES = names({n: OVER_BUDGET[n] for n in NOT_YET})
 NOTE_TYPES = ("Note", "MarkdownNote")
 TITLE_BAR = 30          # the frontend draws a node's title bar above its pos
 FIT_PAD = 10            # createBounds: the frontend's fitView pads the nodes' bounds by 10 px
@@ -90,7 +104,7 @@ def check_notes_in_flow(wf: dict) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", FIT_NAMES)
 def test_the_workflow_reads_at_the_fitted_zoom_of_a_1600_px_window(name):
     assert not check_fits(load_ui(name)), f"{name}: {check_fits(load_ui(name))}"
 
