@@ -197,7 +197,7 @@ LAYOUTS: dict[str, dict] = {
                 "source latent), its loaders in the Shared group.\n\nKeep the wiring: Loop Start *prompt* → your "
                 "instruction, *seed* → your sampler, your decoded image → Critique Edit *after (edited)* and Loop "
                 "End *image*.")},
-            {"id": 22, "box": [390, 430, 640, 80], "text": (
+            {"id": 22, "box": [390, 430, 640, 88], "text": (
                 "### Shared\nThe checkpoint, the negative prompt and the **source image** load once and serve "
                 "every round. The source is also the *before* image the critic compares against.")},
             {"id": 23, "box": [40, 830, 290, 370], "text": CRITIC_NOTE_SHORT.replace("8B-T2I", "8B-Edit")},
@@ -210,7 +210,7 @@ LAYOUTS: dict[str, dict] = {
                 "rounds*; returns the best round. *good enough when these* takes the names shown on the card.")},
         ],
         "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "5", "2", 22]},
-                   {"title": "1 · Loop: edit (stand-in: replace with your editing model)", "color": BLUE,
+                   {"title": "1 · Loop: edit (stand-in: swap in your model)", "color": BLUE,
                     "members": ["3", "4", "6", "7", "8", 21]},
                    {"title": "2 · The Edit critic", "color": GREEN, "members": ["9", 23]},
                    {"title": "3 · Loop: critique the edit", "color": PURPLE, "members": ["10", 24]},
@@ -219,45 +219,44 @@ LAYOUTS: dict[str, dict] = {
     # ---------------------------------------------------------------------------------------------
     "critique_localise_inpaint": {
         "title": "6. Find the flaws and inpaint them",
-        "nodes": {"1": [40, 120, 340, 100], "2": [40, 270, 340, 200], "4": [40, 520, 340, 130],
-                  "3": [420, 120, 300, 60], "5": [420, 230, 300, 110], "6": [760, 120, 320, 480],
-                  "7": [760, 650, 320, 50],
-                  "8": [40, 900, 400, 390], "9": [500, 1160, 480, 470],
-                  "10": [1180, 120, 380, 420], "11": [1180, 620, 380, 170], "12": [1620, 120, 400, 420],
-                  "21": [1620, 620, 400, 360], "24": [1180, 1000, 380, 200], "25": [1620, 1040, 400, 200],
-                  "13": [2140, 120, 360, 220], "14": [2140, 390, 360, 60], "15": [2140, 500, 360, 50],
-                  "16": [2140, 600, 360, 50], "17": [2560, 120, 320, 480], "18": [2560, 650, 320, 50],
-                  "19": [2560, 750, 320, 150],
-                  "20": [2980, 340, 480, 470], "22": [3520, 120, 380, 360]},
+        # Groups in the order the image flows, each wired mostly to its neighbours; Find the flaws sits above
+        # Inpaint (its masks go straight down). Two card nodes with their card room, the Find nodes and the
+        # inpainting chain at their minimum sizes need more than MAX_BOX: this is the closest layout.
+        "nodes": {"1": [40, 410, 210, 100], "2": [40, 570, 210, 160], "3": [40, 790, 210, 90],
+                  "4": [40, 930, 210, 90], "5": [270, 410, 210, 110], "6": [270, 580, 210, 270],
+                  "7": [270, 900, 210, 50],
+                  "9": [530, 120, 300, 310], "8": [530, 880, 300, 300],
+                  "10": [880, 120, 360, 296], "11": [880, 466, 360, 130], "12": [1260, 120, 360, 360],
+                  "21": [1260, 540, 360, 306], "24": [1640, 120, 280, 100], "25": [1640, 270, 280, 150],
+                  "13": [880, 966, 320, 200], "14": [880, 1216, 320, 90], "15": [1220, 966, 220, 50],
+                  "16": [1220, 1066, 220, 50], "17": [1460, 966, 220, 270], "18": [1460, 1286, 220, 50],
+                  "19": [1700, 966, 220, 150],
+                  "20": [1970, 310, 300, 310], "22": [1970, 1070, 300, 270]},
         "notes": [
-            {"id": 30, "title": "Start here", "box": [40, -230, 3860, 150], "text": (
-                "## Critique → find the flaws → inpaint them → critique again\n"
+            {"id": 30, "title": "Start here", "box": [40, 120, 440, 190], "text": (
+                "## Critique → find the flaws → inpaint → critique again\n"
                 "The critic names what is wrong (\"the left hand has six fingers\"), GroundingDINO finds it, SAM "
                 "masks it, and the sampler repaints only the mask with the critic's refined prompt. The second "
                 "critique shows whether the fix worked.")},
-            {"id": 31, "box": [420, 400, 300, 300], "text": (
+            {"id": 31, "box": [270, 1010, 210, 130], "text": (
                 "### Generator\nAny model works; for the repaint (group 4) use the same model family as the "
                 "image, or an inpainting checkpoint.")},
-            {"id": 32, "box": [40, 1340, 400, 420], "text": CRITIC_NOTE},
-            {"id": 33, "box": [500, 900, 480, 200], "text": (
-                "### First critique\nIts scores decide what counts as a defect: dimensions below *fix scores "
-                "below* (on Defect Phrases) are searched for.")},
-            {"id": 34, "box": [1180, 1280, 840, 240], "text": (
-                "### Find the flaws\n**Defect Phrases** asks the critic one short follow-up: which regions to fix. "
-                "**Load Grounding Models**: GroundingDINO (models/grounding-dino) and SAM (models/sams), "
-                "e.g. `hf download IDEA-Research/grounding-dino-tiny --local-dir "
-                "ComfyUI/models/grounding-dino/grounding-dino-tiny`. The preview shows the boxes and masks; nothing "
-                "found gives an empty mask and the report says so.")},
-            {"id": 35, "box": [2140, 700, 360, 300], "text": (
-                "### Inpaint\nThe refined prompt is encoded, the image's latent gets the mask, the sampler "
-                "repaints only there (*denoise* 0.75), and the repaint is pasted back so nothing outside the "
-                "mask changes.")},
-            {"id": 36, "box": [2980, 120, 480, 160], "text": (
+            {"id": 32, "box": [40, 1210, 440, 130], "text": CRITIC_NOTE_TINY},
+            {"id": 34, "box": [1640, 480, 280, 366], "text": (
+                "### Find the flaws\nDimensions of the first critique below *fix scores below* count as defects: "
+                "**Defect Phrases** asks the critic which regions to fix, **Localise Defects** finds them with "
+                "GroundingDINO (models/grounding-dino) and SAM (models/sams), e.g. `hf download "
+                "IDEA-Research/grounding-dino-tiny --local-dir ComfyUI/models/grounding-dino/grounding-dino-tiny`. "
+                "The previews show the boxes and masks; nothing found gives an empty mask and the report says so.")},
+            {"id": 35, "box": [1220, 1166, 220, 170], "text": (
+                "### Inpaint\nThe refined prompt is encoded, the latent gets the mask, the sampler repaints only "
+                "there (*denoise* 0.75), and the repaint is pasted back: nothing outside the mask changes.")},
+            {"id": 36, "box": [1970, 120, 300, 130], "text": (
                 "### Critique the fix\nThe same critic judges the repaired image against the original prompt: "
                 "compare its card with the first one. Save Image keeps the repaired image.")},
         ],
         "groups": [{"title": "1 · Generate", "color": BLUE, "members": ["1", "2", "3", "4", "5", "6", "7", 31]},
-                   {"title": "2 · Critique", "color": GREEN, "members": ["8", "9", 32, 33]},
+                   {"title": "2 · Critique", "color": GREEN, "members": ["9", "8"]},
                    {"title": "3 · Find the flaws", "color": YELLOW, "members": ["10", "11", "12", "21", "24", "25",
                                                                              34]},
                    {"title": "4 · Inpaint the flaws", "color": BLUE, "members": ["13", "14", "15", "16", "17",
@@ -286,7 +285,7 @@ LAYOUTS: dict[str, dict] = {
                 "judges the repair. Each round repairs the best image so far until the critique is good enough, "
                 "nothing is left to repair, a repair is no better, or *max repair rounds*. The best image comes "
                 "out: it may be the image as given.")},
-            {"id": 31, "box": [40, 570, 210, 80], "text": (
+            {"id": 31, "box": [40, 570, 210, 88], "text": (
                 "### Shared\nLoaded once: they serve the generation and every repair.")},
             {"id": 32, "box": [40, 1140, 210, 200], "text": (
                 "### Generate (or load)\nMakes the image to repair. To repair a picture you already have, put "
@@ -318,11 +317,11 @@ LAYOUTS: dict[str, dict] = {
         ],
         "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "3", "4", 31]},
                    {"title": "1 · Generate (or load your image)", "color": BLUE, "members": ["2", "5", "6", "7", 32]},
-                   {"title": "2 · The critic and the first critique", "color": GREEN, "members": ["9", "8", 33]},
+                   {"title": "2 · Critique (round 0)", "color": GREEN, "members": ["9", "8", 33]},
                    {"title": "3 · Find the regions", "color": YELLOW, "members": ["10", "11", 35]},
-                   {"title": "4 · Loop: your inpainting (swap it)", "color": BLUE,
+                   {"title": "4 · Your inpainting", "color": BLUE,
                     "members": ["12", "13", "14", "15", "16", 36]},
-                   {"title": "5 · Loop: critique the repair", "color": PURPLE, "members": ["17", 37]},
+                   {"title": "5 · Critique the repair", "color": PURPLE, "members": ["17", 37]},
                    {"title": "6 · Decide and keep the best", "color": ORANGE, "members": ["18", 38, "19", "20"]}],
     },
 }
