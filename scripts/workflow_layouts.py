@@ -316,7 +316,7 @@ LAYOUTS: dict[str, dict] = {
                 "regions and the scores before and after.")},
         ],
         "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "3", "4", 31]},
-                   {"title": "1 · Generate (or load your image)", "color": BLUE, "members": ["2", "5", "6", "7", 32]},
+                   {"title": "1 · Generate (or load)", "color": BLUE, "members": ["2", "5", "6", "7", 32]},
                    {"title": "2 · Critique (round 0)", "color": GREEN, "members": ["9", "8", 33]},
                    {"title": "3 · Find the regions", "color": YELLOW, "members": ["10", "11", 35]},
                    {"title": "4 · Your inpainting", "color": BLUE,
