@@ -210,7 +210,7 @@ LAYOUTS: dict[str, dict] = {
                 "rounds*; returns the best round. *good enough when these* takes the names shown on the card.")},
         ],
         "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "5", "2", 22]},
-                   {"title": "1 · Loop: edit (stand-in: swap in your model)", "color": BLUE,
+                   {"title": "1 · Loop: edit (stand-in for your editing model)", "color": BLUE,
                     "members": ["3", "4", "6", "7", "8", 21]},
                    {"title": "2 · The Edit critic", "color": GREEN, "members": ["9", 23]},
                    {"title": "3 · Loop: critique the edit", "color": PURPLE, "members": ["10", 24]},
@@ -225,13 +225,13 @@ LAYOUTS: dict[str, dict] = {
         "nodes": {"1": [40, 410, 210, 100], "2": [40, 570, 210, 160], "3": [40, 790, 210, 90],
                   "4": [40, 930, 210, 90], "5": [270, 410, 210, 110], "6": [270, 580, 210, 270],
                   "7": [270, 900, 210, 50],
-                  "9": [530, 120, 300, 310], "8": [530, 880, 300, 300],
+                  "8": [530, 120, 300, 300], "9": [530, 710, 300, 310],
                   "10": [880, 120, 360, 296], "11": [880, 466, 360, 130], "12": [1260, 120, 360, 360],
                   "21": [1260, 540, 360, 306], "24": [1640, 120, 280, 100], "25": [1640, 270, 280, 150],
                   "13": [880, 966, 320, 200], "14": [880, 1216, 320, 90], "15": [1220, 966, 220, 50],
                   "16": [1220, 1066, 220, 50], "17": [1460, 966, 220, 270], "18": [1460, 1286, 220, 50],
                   "19": [1700, 966, 220, 150],
-                  "20": [1970, 310, 300, 310], "22": [1970, 1070, 300, 270]},
+                  "22": [1970, 310, 300, 200], "20": [1970, 570, 300, 310]},
         "notes": [
             {"id": 30, "title": "Start here", "box": [40, 120, 440, 190], "text": (
                 "## Critique → find the flaws → inpaint → critique again\n"
@@ -241,7 +241,7 @@ LAYOUTS: dict[str, dict] = {
             {"id": 31, "box": [270, 1010, 210, 130], "text": (
                 "### Generator\nAny model works; for the repaint (group 4) use the same model family as the "
                 "image, or an inpainting checkpoint.")},
-            {"id": 32, "box": [40, 1210, 440, 130], "text": CRITIC_NOTE_TINY},
+            {"id": 32, "box": [530, 480, 300, 170], "text": CRITIC_NOTE_TINY},
             {"id": 34, "box": [1640, 480, 280, 366], "text": (
                 "### Find the flaws\nDimensions of the first critique below *fix scores below* count as defects: "
                 "**Defect Phrases** asks the critic which regions to fix, **Localise Defects** finds them with "
@@ -256,7 +256,7 @@ LAYOUTS: dict[str, dict] = {
                 "compare its card with the first one. Save Image keeps the repaired image.")},
         ],
         "groups": [{"title": "1 · Generate", "color": BLUE, "members": ["1", "2", "3", "4", "5", "6", "7", 31]},
-                   {"title": "2 · Critique", "color": GREEN, "members": ["9", "8"]},
+                   {"title": "2 · Critique", "color": GREEN, "members": ["8", 32, "9"]},
                    {"title": "3 · Find the flaws", "color": YELLOW, "members": ["10", "11", "12", "21", "24", "25",
                                                                              34]},
                    {"title": "4 · Inpaint the flaws", "color": BLUE, "members": ["13", "14", "15", "16", "17",
@@ -271,12 +271,12 @@ LAYOUTS: dict[str, dict] = {
         "nodes": {"1": [40, 420, 210, 100], "3": [270, 420, 210, 90], "4": [270, 560, 210, 90],
                   "2": [40, 770, 210, 160], "5": [40, 980, 210, 110], "6": [270, 770, 210, 270],
                   "7": [270, 1090, 210, 50],
-                  "9": [530, 120, 300, 310], "8": [530, 880, 300, 300],
+                  "8": [530, 120, 300, 300], "9": [530, 710, 300, 310],
                   "10": [880, 120, 360, 130], "11": [880, 310, 360, 460],
-                  "12": [1290, 120, 250, 50], "13": [1290, 220, 250, 50], "14": [1290, 320, 250, 270],
-                  "15": [1290, 640, 250, 50], "16": [1290, 740, 250, 150],
-                  "17": [1590, 290, 300, 310], "18": [1940, 350, 370, 300], "19": [1940, 1100, 210, 300],
-                  "20": [2170, 1100, 140, 300]},
+                  "12": [1290, 120, 280, 50], "13": [1290, 220, 280, 50], "14": [1290, 320, 280, 270],
+                  "15": [1290, 640, 280, 50], "16": [1290, 740, 280, 150],
+                  "17": [1620, 290, 300, 310], "19": [1970, 350, 210, 200], "20": [2200, 350, 140, 200],
+                  "18": [1970, 610, 370, 300]},
         "notes": [
             {"id": 30, "title": "Start here", "box": [40, 120, 440, 200], "text": (
                 "## Repair the flaws, round after round\n"
@@ -290,7 +290,7 @@ LAYOUTS: dict[str, dict] = {
             {"id": 32, "box": [40, 1140, 210, 200], "text": (
                 "### Generate (or load)\nMakes the image to repair. To repair a picture you already have, put "
                 "Load Image here and wire it to Critique and to Repair Loop Start's *image*.")},
-            {"id": 33, "box": [530, 1230, 300, 170], "text": CRITIC_NOTE_TINY},
+            {"id": 33, "box": [530, 480, 300, 170], "text": CRITIC_NOTE_TINY},
             {"id": 35, "box": [880, 830, 360, 400], "text": (
                 "### Repair Loop Start\nEach round takes the best image so far and its critique, asks the critic "
                 "which regions to fix (*phrases from*), finds them with GroundingDINO + SAM and hands your "
@@ -299,27 +299,27 @@ LAYOUTS: dict[str, dict] = {
                 "and a SAM in models/sams.\n\n*max masked area* refuses a mask that covers most of the image (a "
                 "regeneration, not a repair). *regions per round* = per_phrase repairs the worst region first, one "
                 "per round.")},
-            {"id": 36, "title": "Put your inpainting here", "box": [1290, 950, 250, 450], "text": (
+            {"id": 36, "title": "Put your inpainting here", "box": [1290, 950, 280, 400], "text": (
                 "### ⚠ Your inpainting goes here\nThis group reruns every round. SD1.5 with SetLatentNoiseMask + "
                 "KSampler (denoise 0.75) is only an **example**: swap in **InpaintModelConditioning** with an "
                 "inpainting checkpoint, a fill model (e.g. FLUX.1 Fill) or an editing model that takes a mask, its "
                 "loaders in the Shared group.\n\nKeep the wiring: Loop Start *image* and *mask* into your "
                 "inpainting, *seed* into your sampler, the repair pasted back into Loop Start's image "
                 "(ImageCompositeMasked); the result goes to Critique the repair and Repair Loop End.")},
-            {"id": 37, "box": [1590, 120, 300, 110], "text": (
+            {"id": 37, "box": [1620, 120, 300, 110], "text": (
                 "### Critique the repair\nThe same critic judges each repaired image against the same prompt; its "
                 "card shows the latest round.")},
-            {"id": 38, "box": [1940, 120, 370, 170], "text": (
+            {"id": 38, "box": [1970, 120, 370, 170], "text": (
                 "### Repair Loop End\nKeeps the best image by overall score (an unreadable critique is never "
                 "best). Stops when *good enough when these* reach the threshold, no region is left, a repair is no "
                 "better, or after *max repair rounds*. Its card shows every round: the mask, the result, the "
                 "regions and the scores before and after.")},
         ],
         "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "3", "4", 31]},
-                   {"title": "1 · Generate (or load)", "color": BLUE, "members": ["2", "5", "6", "7", 32]},
+                   {"title": "1 · Generate", "color": BLUE, "members": ["2", "5", "6", "7", 32]},
                    {"title": "2 · Critique (round 0)", "color": GREEN, "members": ["9", "8", 33]},
                    {"title": "3 · Find the regions", "color": YELLOW, "members": ["10", "11", 35]},
-                   {"title": "4 · Your inpainting", "color": BLUE,
+                   {"title": "4 · Loop: your inpainting", "color": BLUE,
                     "members": ["12", "13", "14", "15", "16", 36]},
                    {"title": "5 · Critique the repair", "color": PURPLE, "members": ["17", 37]},
                    {"title": "6 · Decide and keep the best", "color": ORANGE, "members": ["18", 38, "19", "20"]}],

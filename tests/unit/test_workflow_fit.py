@@ -8,15 +8,16 @@ import pytest
 from scripts.workflow_layouts import CANVAS, CARD_NODES, CARD_ROOM, FIT_SHARE, LOD_ZOOM, MAX_BOX
 from tests.twins import load_ui, twin_names
 
-OVER_BUDGET = {   # checked to be over: a layout that fits turns these into failures until the entry goes
+OVER_BUDGET = {   # checked to be over: a layout that fits turns these into failures until the entry goes.
+    # Nothing may sit below a card node (test_workflow_files), so each card takes a column of its own.
     "critique_localise_inpaint": "two card nodes (400 px of card room each), the four Find-the-flaws nodes with "
                                  "their previews and the seven-node inpainting chain at their minimum sizes: the "
-                                 "closest layout is 2270 x 1320, fitted zoom 0.53",
+                                 "closest layout is 2270 x 1400, fitted zoom 0.53",
     "repair_regions_loop": "three card nodes (400 px of card room each), Repair Loop Start (353 x 452) and the "
                            "inpainting chain at their minimum sizes need about 2.4 Mpx of the budget's 2.48, more "
-                           "than two rows can pack: the closest layout is 2310 x 1380, fitted zoom 0.51",
+                           "than two rows can pack: the closest layout is 2340 x 1400, fitted zoom 0.52",
 }
-CLOSEST_ZOOM = {"critique_localise_inpaint": 0.53, "repair_regions_loop": 0.50}
+CLOSEST_ZOOM = {"critique_localise_inpaint": 0.53, "repair_regions_loop": 0.51}
 """What the over-budget layouts reach (they were 0.34 and 0.32 before issue 22): a change must not lose it."""
 
 
