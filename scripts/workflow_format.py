@@ -18,6 +18,8 @@ import json
 import sys
 from collections import defaultdict
 
+from scripts.workflow_layouts import CARD_NODES, CARD_ROOM
+
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UI_ONLY = {"Note", "MarkdownNote"}          # frontend-only nodes: never queued
 NOTE_COLOR, NOTE_BGCOLOR = "#432", "#653"   # the frontend's "yellow" node colour, used for notes
@@ -62,11 +64,12 @@ def _depths(api: dict) -> dict[str, int]:
 
 
 def _group(title: str, members: list[dict], color: str) -> dict:
-    """A group whose box holds ``members`` (nodes or notes, each with pos and size)."""
+    """A group whose box holds ``members`` (nodes or notes, each with pos and size) and the room a card
+    node's card grows into below it (CARD_ROOM)."""
     x0 = min(m["pos"][0] for m in members) - GROUP_PAD
     y0 = min(m["pos"][1] for m in members) - GROUP_TITLE
     x1 = max(m["pos"][0] + m["size"][0] for m in members) + GROUP_PAD
-    y1 = max(m["pos"][1] + m["size"][1] for m in members) + GROUP_PAD
+    y1 = max(m["pos"][1] + m["size"][1] + (CARD_ROOM if m["type"] in CARD_NODES else 0) for m in members) + GROUP_PAD
     return {"title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": color, "font_size": 24, "flags": {}}
 
 
@@ -138,8 +141,7 @@ def api_to_ui(api: dict, object_info: dict, layout: dict | None = None) -> dict:
     groups = [_group(g["title"], [by_id[str(m)] for m in g["members"]], g.get("color", "#3f789e"))
               for g in layout.get("groups", [])]
     return {"last_node_id": max(int(n) for n in by_id), "last_link_id": len(links), "nodes": nodes,
-            "links": [l[:6] for l in links], "groups": groups, "config": {}, "extra": {"ds": layout.get("view", {
-                "scale": 0.8, "offset": [0, 0]})}, "version": 0.4}
+            "links": [l[:6] for l in links], "groups": groups, "config": {}, "extra": {}, "version": 0.4}
 
 
 def ui_to_api(ui: dict, object_info: dict) -> dict:

@@ -207,9 +207,6 @@ def test_critique_card_shows_the_server_scores_in_both_themes(comfy_page, comfy_
     assert_critique_matches(shown, data)
     assert card.evaluate("c => c.querySelector('.rr-card').dataset.rrKind") == "critique"
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)   # the card alone: docs/critique-card.png is a copy of it
-    card.as_element().screenshot(path=str(SCREENSHOTS / "critique-card-readme.png"))
-
     # justifications open on click; the copy button puts the refined prompt on the clipboard
     assert card.evaluate("c => { const d = c.querySelector('details.rr-just'); d.querySelector('summary').click();"
                          " return d.open; }") is True
@@ -231,6 +228,32 @@ def test_critique_card_shows_the_server_scores_in_both_themes(comfy_page, comfy_
     for colours in (dark, light):
         for role in ("text", "muted", "score", "refined", "warning"):
             assert contrast(colours[role], colours["bg"]) >= 4.5, (role, colours)
+    assert not comfy_page.errors
+
+
+def test_the_readme_shot_is_a_clean_critique_card(comfy_page, comfy_server, models_dir):
+    """The README's top image (docs/critique-card.png is a copy of critique-card-readme.png): the shipped
+    "Generate and critique" workflow with a plain prompt (the run is kept out of the cache by the sampler's seed alone), a
+    well-formed scripted answer (no warning), the card as first shown: nothing clicked, nothing copied."""
+    prompt = "a red fox sitting in fresh snow at sunrise"
+    refined = "a red fox sitting in fresh snow at sunrise, both ears sharp and in focus, soft golden light"
+    answer = pointwise("3.5", "3", "N/A", refined, summary="The fox and the snow are there; one ear is soft.",
+                       tf_just="A red fox sits in fresh snow under a low sun.")
+    wf = shipped_workflow("critique_generated_image.json", models_dir, prompt, comfy_server.fresh_seed())
+    node = str(splice_replay(wf, [{"answer": answer, "when_request_contains": "red fox"}]))
+    comfy_page.load_workflow(wf)
+    [data] = ui_of(comfy_page.queue_and_wait(), node, "rr_critiques")
+    assert data["warnings"] == [] and data["overall"] == pytest.approx(((3.5 + 3) / 2 - 1) / 3)
+
+    card = comfy_page.wait_card(node)
+    [shown] = card.evaluate(READ_CRITIQUES)
+    assert_critique_matches(shown, data)
+    assert shown["warnings"] == [] and prompt in shown["refined"]
+    assert card.evaluate("c => [...c.querySelectorAll('details')].every(d => !d.open)"
+                         " && [...c.querySelectorAll('button.rr-copy')].every(b => b.dataset.copied !== '1')")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    comfy_page.focus_node(node)
+    card.as_element().screenshot(path=str(SCREENSHOTS / "critique-card-readme.png"))
     assert not comfy_page.errors
 
 
