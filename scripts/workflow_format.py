@@ -18,7 +18,7 @@ import json
 import sys
 from collections import defaultdict
 
-from scripts.workflow_layouts import CARD_NODES, CARD_ROOM
+from scripts.workflow_layouts import CANVAS, CARD_NODES, CARD_ROOM, FIT_SHARE, LOD_ZOOM
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 UI_ONLY = {"Note", "MarkdownNote"}          # frontend-only nodes: never queued
@@ -141,7 +141,38 @@ def api_to_ui(api: dict, object_info: dict, layout: dict | None = None) -> dict:
     groups = [_group(g["title"], [by_id[str(m)] for m in g["members"]], g.get("color", "#3f789e"))
               for g in layout.get("groups", [])]
     return {"last_node_id": max(int(n) for n in by_id), "last_link_id": len(links), "nodes": nodes,
-            "links": [l[:6] for l in links], "groups": groups, "config": {}, "extra": {}, "version": 0.4}
+            "links": [l[:6] for l in links], "groups": groups, "config": {}, "extra": opening_view(nodes), "version": 0.4}
+
+
+TITLE_BAR, FIT_PAD = 30, 10     # the frontend's node title bar above ``pos``; fitView's padding of the bounds
+OPEN_ZOOM = 0.6                # the zoom an over-budget workflow opens at: just above LOD_ZOOM
+OPEN_MARGIN = 20               # screen pixels left and above the graph's top-left corner in that view
+
+
+def fitted_zoom(nodes: list[dict]) -> float:
+    """The scale the frontend's "Fit view" sets on a CANVAS-sized canvas (ds.fitToBounds over the nodes'
+    bounds, title bars included, padded by FIT_PAD)."""
+    x0, y0, x1, y1 = _node_bounds(nodes)
+    return FIT_SHARE * min(CANVAS[0] / (x1 - x0 + 2 * FIT_PAD), CANVAS[1] / (y1 - y0 + 2 * FIT_PAD))
+
+
+def _node_bounds(nodes: list[dict]) -> tuple[float, float, float, float]:
+    boxes = [(n["pos"][0], n["pos"][1] - TITLE_BAR, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in nodes]
+    return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
+
+
+def opening_view(nodes: list[dict]) -> dict:
+    """The UI file's ``extra``: nothing when Fit view (what the frontend does with a workflow that has no saved
+    view) reads at LOD_ZOOM or more; otherwise a saved view (``ds``) at OPEN_ZOOM on the graph's top-left
+    corner, where its "Start here" note is, so it opens readable rather than as blank boxes, and the rest
+    is one pan away."""
+    if fitted_zoom(nodes) >= LOD_ZOOM:
+        return {}
+    x0, y0, _, _ = _node_bounds(nodes)
+    # the frontend draws graph point p at (p + offset) * scale
+    return {"ds": {"scale": OPEN_ZOOM, "offset": [round(OPEN_MARGIN / OPEN_ZOOM - x0, 1),
+                                                  round(OPEN_MARGIN / OPEN_ZOOM - y0, 1)]}}
 
 
 def ui_to_api(ui: dict, object_info: dict) -> dict:

@@ -132,3 +132,19 @@ def test_the_budget_is_the_fitted_window_at_the_detail_zoom():
     # a canvas exactly the budget's size (nodes 70 px inside the groups' titles) fits at or above the detail zoom
     wf = {"nodes": [{"type": "X", "pos": [20, 70], "size": [MAX_BOX[0] - 40, MAX_BOX[1] - 70]}], "groups": []}
     assert fitted_zoom(wf) >= LOD_ZOOM
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_workflow_opens_readable_fitted_or_at_its_saved_view(name):
+    """One that fits carries no saved view (the frontend fits it on open); one over the budget opens at a saved
+    view at or above the detail zoom with its top-left corner, the "Start here" note, on screen."""
+    from scripts.workflow_format import OPEN_ZOOM
+    wf = load_ui(name)
+    ds = wf["extra"].get("ds")
+    if fitted_zoom(wf) >= LOD_ZOOM:
+        assert ds is None, f"{name} fits: a saved view would only stop the frontend fitting it"
+        return
+    assert ds is not None and ds["scale"] == OPEN_ZOOM >= LOD_ZOOM, f"{name}: opens at Fit view, below {LOD_ZOOM:.2f}"
+    [start] = [n for n in wf["nodes"] if n.get("title") == "Start here"]
+    x, y = ((start["pos"][i] + ds["offset"][i]) * ds["scale"] for i in (0, 1))   # where the frontend draws it
+    assert 0 <= x <= 40 and 0 <= y - 30 * ds["scale"] <= 40, f"{name}: Start here is drawn at {x:.0f}, {y:.0f}"
