@@ -140,6 +140,7 @@ def test_critique_out_adds_a_commands_lines_all_or_none(tmp_path, capsys):
 # -- eval -------------------------------------------------------------------------------------------------
 
 def test_eval_keeps_whole_cached_answers_and_the_old_results(tmp_path, capsys):
+    pytest.importorskip("pyarrow")           # the benchmark files of tests/unit/test_eval.py are parquet
     from tests.unit.test_eval import answer, write
     data = write("mmrb2", tmp_path)
     out, probe = tmp_path / "r.json", tmp_path / "probe" / "r.json"
