@@ -19,7 +19,9 @@ CANVAS = (1600, 900)
 FIT_SHARE = 0.75
 LOD_ZOOM = 8 / 14
 MAX_BOX = (round(CANVAS[0] * FIT_SHARE / LOD_ZOOM), round(CANVAS[1] * FIT_SHARE / LOD_ZOOM))  # (2100, 1181)
-"""Largest [width, height] of a workflow's canvas: every node (with its title bar), note and group."""
+"""Largest [width, height] of a workflow's canvas: every node (with its title bar), note and group, less the
+card room below a group's lowest node: Fit view frames the nodes, and that room, empty until a run, may run
+below the fitted view."""
 CARD_NODES = ("RR_CritiqueImage", "RR_CritiqueEdit", "RR_Compare", "RR_Rank", "RR_RefineLoopEnd", "RR_RepairLoopEnd")
 CARD_ROOM = 400
 """Room kept free below a card node inside its group: its card (web/rr_card.js) grows the node downward
@@ -266,32 +268,33 @@ LAYOUTS: dict[str, dict] = {
     # ---------------------------------------------------------------------------------------------
     "repair_regions_loop": {
         "title": "7. Repair regions until the critic is satisfied",
-        # Three card nodes (400 px of card room each) and the grounding, loop and inpainting nodes at their
-        # minimum sizes need more than MAX_BOX: this is the closest layout (see tests/unit/test_workflow_fit.py).
-        "nodes": {"1": [40, 420, 210, 100], "3": [270, 420, 210, 90], "4": [270, 560, 210, 90],
-                  "2": [40, 770, 210, 160], "5": [40, 980, 210, 110], "6": [270, 770, 210, 270],
-                  "7": [270, 1090, 210, 50],
-                  "8": [530, 120, 300, 300], "9": [530, 710, 300, 310],
-                  "10": [880, 120, 360, 130], "11": [880, 310, 360, 460],
-                  "12": [1290, 120, 280, 50], "13": [1290, 220, 280, 50], "14": [1290, 320, 280, 270],
-                  "15": [1290, 640, 280, 50], "16": [1290, 740, 280, 150],
-                  "17": [1620, 290, 300, 310], "19": [1970, 350, 210, 200], "20": [2200, 350, 140, 200],
-                  "18": [1970, 610, 370, 300]},
+        # Cards sit low in their columns with nothing below them; their card room runs below what Fit view
+        # frames (the nodes), so all six groups fit the budget side by side. The prompt is shared: it feeds the
+        # generation and both critiques.
+        "nodes": {"1": [40, 352, 210, 100], "2": [40, 496, 210, 160], "3": [270, 352, 210, 90],
+                  "4": [270, 486, 210, 90],
+                  "5": [40, 820, 210, 110], "6": [270, 820, 210, 270], "7": [270, 1134, 210, 50],
+                  "8": [520, 120, 286, 300], "9": [520, 710, 286, 310],
+                  "10": [846, 120, 360, 130], "11": [846, 294, 360, 460],
+                  "12": [1246, 120, 210, 50], "13": [1246, 210, 210, 50], "14": [1246, 300, 210, 270],
+                  "15": [1476, 120, 232, 50], "16": [1476, 210, 232, 150],
+                  "17": [1246, 832, 260, 310],
+                  "19": [1748, 354, 350, 200], "20": [1748, 598, 350, 200], "18": [1748, 842, 350, 300]},
         "notes": [
-            {"id": 30, "title": "Start here", "box": [40, 120, 440, 200], "text": (
+            {"id": 30, "title": "Start here", "box": [40, 60, 440, 200], "text": (
                 "## Repair the flaws, round after round\n"
                 "The critic judges the image (round 0); Repair Loop Start asks it which regions are wrong (\"the "
                 "left hand\"), GroundingDINO + SAM mask them, **your inpainting** repaints the mask, and the critic "
                 "judges the repair. Each round repairs the best image so far until the critique is good enough, "
                 "nothing is left to repair, a repair is no better, or *max repair rounds*. The best image comes "
                 "out: it may be the image as given.")},
-            {"id": 31, "box": [40, 570, 210, 88], "text": (
+            {"id": 31, "box": [270, 620, 210, 88], "text": (
                 "### Shared\nLoaded once: they serve the generation and every repair.")},
-            {"id": 32, "box": [40, 1140, 210, 200], "text": (
+            {"id": 32, "box": [40, 974, 210, 200], "text": (
                 "### Generate (or load)\nMakes the image to repair. To repair a picture you already have, put "
                 "Load Image here and wire it to Critique and to Repair Loop Start's *image*.")},
-            {"id": 33, "box": [530, 480, 300, 170], "text": CRITIC_NOTE_TINY},
-            {"id": 35, "box": [880, 830, 360, 400], "text": (
+            {"id": 33, "box": [520, 464, 286, 170], "text": CRITIC_NOTE_TINY},
+            {"id": 35, "box": [846, 798, 360, 330], "text": (
                 "### Repair Loop Start\nEach round takes the best image so far and its critique, asks the critic "
                 "which regions to fix (*phrases from*), finds them with GroundingDINO + SAM and hands your "
                 "inpainting the image, the **mask** and a **seed**. Models: `hf download "
@@ -299,24 +302,23 @@ LAYOUTS: dict[str, dict] = {
                 "and a SAM in models/sams.\n\n*max masked area* refuses a mask that covers most of the image (a "
                 "regeneration, not a repair). *regions per round* = per_phrase repairs the worst region first, one "
                 "per round.")},
-            {"id": 36, "title": "Put your inpainting here", "box": [1290, 950, 280, 400], "text": (
+            {"id": 36, "title": "Put your inpainting here", "box": [1476, 400, 232, 320], "text": (
                 "### ⚠ Your inpainting goes here\nThis group reruns every round. SD1.5 with SetLatentNoiseMask + "
-                "KSampler (denoise 0.75) is only an **example**: swap in **InpaintModelConditioning** with an "
-                "inpainting checkpoint, a fill model (e.g. FLUX.1 Fill) or an editing model that takes a mask, its "
-                "loaders in the Shared group.\n\nKeep the wiring: Loop Start *image* and *mask* into your "
-                "inpainting, *seed* into your sampler, the repair pasted back into Loop Start's image "
-                "(ImageCompositeMasked); the result goes to Critique the repair and Repair Loop End.")},
-            {"id": 37, "box": [1620, 120, 300, 110], "text": (
+                "KSampler is only an **example**: swap in **InpaintModelConditioning** with an inpainting "
+                "checkpoint, a fill model (e.g. FLUX.1 Fill) or an editing model that takes a mask (its loaders go "
+                "in Shared).\n\nKeep the wiring: Loop Start's *image*, *mask* and *seed* in; the repair pasted "
+                "back with ImageCompositeMasked out.")},
+            {"id": 37, "box": [1526, 832, 182, 170], "text": (
                 "### Critique the repair\nThe same critic judges each repaired image against the same prompt; its "
                 "card shows the latest round.")},
-            {"id": 38, "box": [1970, 120, 370, 170], "text": (
+            {"id": 38, "box": [1748, 120, 350, 190], "text": (
                 "### Repair Loop End\nKeeps the best image by overall score (an unreadable critique is never "
                 "best). Stops when *good enough when these* reach the threshold, no region is left, a repair is no "
                 "better, or after *max repair rounds*. Its card shows every round: the mask, the result, the "
                 "regions and the scores before and after.")},
         ],
-        "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "3", "4", 31]},
-                   {"title": "1 · Generate", "color": BLUE, "members": ["2", "5", "6", "7", 32]},
+        "groups": [{"title": "Shared (runs once)", "color": GREY, "members": ["1", "2", "3", "4", 31]},
+                   {"title": "1 · Generate", "color": BLUE, "members": ["5", "6", "7", 32]},
                    {"title": "2 · Critique (round 0)", "color": GREEN, "members": ["9", "8", 33]},
                    {"title": "3 · Find the regions", "color": YELLOW, "members": ["10", "11", 35]},
                    {"title": "4 · Loop: your inpainting", "color": BLUE,
