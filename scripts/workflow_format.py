@@ -149,6 +149,12 @@ OPEN_ZOOM = 0.6                # the zoom an over-budget workflow opens at: just
 OPEN_MARGIN = 20               # screen pixels left and above the graph's top-left corner in that view
 
 
+def node_box(node: dict) -> tuple[float, float, float, float]:
+    """A node as the frontend draws it: its body with the title bar above ``pos``."""
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y - TITLE_BAR, x + w, y + h
+
+
 def fitted_zoom(nodes: list[dict]) -> float:
     """The scale the frontend's "Fit view" sets on a CANVAS-sized canvas (ds.fitToBounds over the nodes'
     bounds, title bars included, padded by FIT_PAD)."""
@@ -157,8 +163,7 @@ def fitted_zoom(nodes: list[dict]) -> float:
 
 
 def _node_bounds(nodes: list[dict]) -> tuple[float, float, float, float]:
-    boxes = [(n["pos"][0], n["pos"][1] - TITLE_BAR, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
-             for n in nodes]
+    boxes = [node_box(n) for n in nodes]
     return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
 
 

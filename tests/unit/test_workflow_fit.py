@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from scripts.workflow_format import GROUP_PAD
+from scripts.workflow_format import GROUP_PAD, node_box
+from scripts.workflow_format import fitted_zoom as nodes_fitted_zoom
 from scripts.workflow_layouts import (
     CANVAS,
     CARD_NODES,
     CARD_ROOM,
-    FIT_SHARE,
     LOD_ZOOM,
     MAX_BOX,
 )
@@ -34,14 +34,7 @@ def names(xfail: dict[str, str]) -> list:
 FIT_NAMES = names(OVER_BUDGET)
 NAMES = twin_names()
 NOTE_TYPES = ("Note", "MarkdownNote")
-TITLE_BAR = 30          # the frontend draws a node's title bar above its pos
-FIT_PAD = 10            # createBounds: the frontend's fitView pads the nodes' bounds by 10 px
 NOTE_REACH = 100        # a note lies at most this far (box to box) from a node it explains
-
-
-def node_box(node: dict) -> tuple[float, float, float, float]:
-    (x, y), (w, h) = node["pos"], node["size"]
-    return x, y - TITLE_BAR, x + w, y + h
 
 
 def group_box(group: dict) -> tuple[float, float, float, float]:
@@ -55,9 +48,9 @@ def bounds(boxes) -> tuple[float, float, float, float]:
 
 
 def fitted_zoom(wf: dict) -> float:
-    """The scale "Fit view" sets on a CANVAS-sized canvas (LGraphCanvas ds.fitToBounds over createBounds)."""
-    x0, y0, x1, y1 = bounds(node_box(n) for n in wf["nodes"])
-    return FIT_SHARE * min(CANVAS[0] / (x1 - x0 + 2 * FIT_PAD), CANVAS[1] / (y1 - y0 + 2 * FIT_PAD))
+    """The scale "Fit view" sets on a CANVAS-sized canvas (the generator's own computation; the browser test
+    tests/browser/test_workflow_view.py checks it against the real frontend)."""
+    return nodes_fitted_zoom(wf["nodes"])
 
 
 def gap(a, b) -> float:
