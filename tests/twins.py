@@ -55,6 +55,25 @@ def for_tests(api: dict, models, seed: int, *, image: str | None = None, max_new
     return api
 
 
+def shipped_workflow(name: str, models, seed: int, prompt: str | None = None, batch: int = 1) -> dict:
+    """A UI workflow from workflows/ (what the browser tests load) with the tiny models' names, a tiny image
+    size, 2 sampler steps at ``seed`` and, when given, ``prompt`` in its prompt box."""
+    wf = load_ui(name.removesuffix(".json"))
+    for n in wf["nodes"]:
+        v = n.get("widgets_values")
+        if n["type"] == "CheckpointLoaderSimple":
+            v[0] = models.checkpoint
+        elif n["type"] == "RR_LoadCritic":
+            v[0] = models.critic
+        elif n["type"] == "EmptyLatentImage":
+            v[:3] = [64, 64, batch]
+        elif n["type"] == "KSampler":
+            v[:4] = [seed, "fixed", 2, 1.0]
+        elif n["type"] == "PrimitiveStringMultiline" and prompt is not None:
+            v[0] = prompt
+    return wf
+
+
 def add_previews(api: dict, sources: dict[str, list]) -> dict:
     """A copy of ``api`` with a PreviewAny node per ``{node id: [source id, slot]}``: what a test reads as
     text, now that the shipped workflows show it on the card instead of in PreviewAny nodes."""

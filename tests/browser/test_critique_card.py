@@ -12,7 +12,7 @@ import pytest
 
 from tests.browser.conftest import SCREENSHOTS
 from tests.comfy_server import Graph, outputs
-from tests.twins import load_ui
+from tests.twins import shipped_workflow
 
 pytestmark = pytest.mark.integration
 
@@ -112,24 +112,6 @@ def ui_of(entry: dict, node_id: str, key: str) -> list:
 # graphs
 # ---------------------------------------------------------------------------------------------
 
-def shipped_workflow(name: str, models, prompt: str, seed: int, batch: int = 1) -> dict:
-    """A UI workflow from workflows/ with the tiny models' names and a tiny image size."""
-    wf = load_ui(name.removesuffix(".json"))
-    for n in wf["nodes"]:
-        v = n.get("widgets_values")
-        if n["type"] == "CheckpointLoaderSimple":
-            v[0] = models.checkpoint
-        elif n["type"] == "RR_LoadCritic":
-            v[0] = models.critic
-        elif n["type"] == "EmptyLatentImage":
-            v[:3] = [64, 64, batch]
-        elif n["type"] == "KSampler":
-            v[:4] = [seed, "fixed", 2, 1.0]
-        elif n["type"] == "PrimitiveStringMultiline":
-            v[0] = prompt
-    return wf
-
-
 def splice_replay(wf: dict, script: list[dict]) -> int:
     """Insert RR_ReplayAnswers on the RR_CRITIC link of a UI workflow; returns its node id."""
     link = next(lk for lk in wf["links"] if lk[5] == "RR_CRITIC")
@@ -192,7 +174,7 @@ def test_critique_card_shows_the_server_scores_in_both_themes(comfy_page, comfy_
     prompt = f"a red fox sitting in fresh snow at sunrise {seed}"
     refined = f"a red fox sitting in fresh snow at sunrise, both ears sharp and in focus {seed}"
     script = [{"answer": pointwise("3.5", "4.8", "N/A", refined), "when_request_contains": "red fox"}]
-    wf = shipped_workflow("critique_generated_image.json", models_dir, prompt, seed)
+    wf = shipped_workflow("critique_generated_image.json", models_dir, seed, prompt)
     node = str(splice_replay(wf, script))
     assert node == node_of(wf, "RR_CritiqueImage")
     comfy_page.load_workflow(wf)
@@ -239,7 +221,7 @@ def test_the_readme_shot_is_a_clean_critique_card(comfy_page, comfy_server, mode
     refined = "a red fox sitting in fresh snow at sunrise, both ears sharp and in focus, soft golden light"
     answer = pointwise("3.5", "3", "N/A", refined, summary="The fox and the snow are there; one ear is soft.",
                        tf_just="A red fox sits in fresh snow under a low sun.")
-    wf = shipped_workflow("critique_generated_image.json", models_dir, prompt, comfy_server.fresh_seed())
+    wf = shipped_workflow("critique_generated_image.json", models_dir, comfy_server.fresh_seed(), prompt)
     node = str(splice_replay(wf, [{"answer": answer, "when_request_contains": "red fox"}]))
     comfy_page.load_workflow(wf)
     [data] = ui_of(comfy_page.queue_and_wait(), node, "rr_critiques")
@@ -390,7 +372,7 @@ def test_rank_card_shows_thumbnails_in_score_order(comfy_page, comfy_server, mod
     seed = comfy_server.fresh_seed()
     prompt = f"a red fox sitting in fresh snow {seed}"
     script = [{"answer": pointwise("3.25", "2.5", "N/A", f"a sharper red fox {seed}"), "when_request_contains": "fox"}]
-    wf = shipped_workflow("rank_batch.json", models_dir, prompt, seed, batch=2)
+    wf = shipped_workflow("rank_batch.json", models_dir, seed, prompt, batch=2)
     node = str(splice_replay(wf, script))
     assert node == node_of(wf, "RR_Rank")
     comfy_page.load_workflow(wf)
@@ -434,7 +416,7 @@ def test_loop_card_shows_the_round_history(comfy_page, comfy_server, models_dir)
     p0, p1 = f"a red cat in a garden {seed}", f"a red cat with five toes in a sunny garden {seed}"
     script = [{"answer": pointwise("2", "2.5", "N/A", p1), "when_request_contains": "red cat"},
               {"answer": pointwise("3.5", "3.75", "N/A", p1 + " again"), "when_request_contains": "five toes"}]
-    wf = shipped_workflow("t2i_refine_loop.json", models_dir, p0, seed)
+    wf = shipped_workflow("t2i_refine_loop.json", models_dir, seed, p0)
     start = next(n for n in wf["nodes"] if n["type"] == "RR_RefineLoopStart")
     start["widgets_values"][:3] = [p0, seed, "fixed"]
     splice_replay(wf, script)

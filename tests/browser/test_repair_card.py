@@ -11,7 +11,7 @@ from tests.browser.test_critique_card import shown_overall, shown_score
 from tests.comfy_server import outputs
 from tests.fixtures import tiny_grounding as T
 from tests.integration.test_localise_workflow import grounding_models  # noqa: F401  (module fixture)
-from tests.twins import load_ui, pointwise_answer
+from tests.twins import pointwise_answer, shipped_workflow
 
 pytestmark = pytest.mark.integration
 
@@ -20,18 +20,10 @@ REGIONS = "REGION: left hand | Physical and Visual Quality | severe\nREGION: sig
 
 def repair_workflow(models, seed: int, script: list[dict]) -> dict:
     """The shipped repair workflow with the tiny models, 64 px, and every critic link through Replay."""
-    wf = load_ui("repair_regions_loop")
+    wf = shipped_workflow("repair_regions_loop", models, seed)
     for n in wf["nodes"]:
         v = n.get("widgets_values")
-        if n["type"] == "CheckpointLoaderSimple":
-            v[0] = models.checkpoint
-        elif n["type"] == "RR_LoadCritic":
-            v[0] = models.critic
-        elif n["type"] == "EmptyLatentImage":
-            v[:2] = [64, 64]
-        elif n["type"] == "KSampler":
-            v[:3] = [seed, "fixed", 2]
-        elif n["type"] == "RR_LoadGrounding":
+        if n["type"] == "RR_LoadGrounding":
             v[:2] = [T.GDINO_NAME, T.SAM_NAME]
         elif n["type"] == "RR_RepairLoopStart":
             v[:2] = [seed, "fixed"]
