@@ -127,11 +127,18 @@ def prepare_base_dir(base: Path, repo_root: Path = REPO_ROOT) -> Path:
     return base
 
 
-def _dist_version(name: str) -> str:
+def dist_version(name: str) -> str:
+    """An installed distribution's version, "-" when it is not installed."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return "-"
+
+
+def comfyui_version(comfy: Path | None = None) -> str:
+    """The version of the ComfyUI tree the tests run ("-" when its version file is missing)."""
+    version_file = (comfy or comfy_dir()) / "comfyui_version.py"
+    return version_file.read_text().split('"')[1] if version_file.is_file() else "-"
 
 
 def _model_cache_key(comfy: Path) -> str:
@@ -141,7 +148,7 @@ def _model_cache_key(comfy: Path) -> str:
     version_file = comfy / "comfyui_version.py"
     h.update(version_file.read_bytes() if version_file.exists() else b"?")
     h.update(json.dumps(CRITICS, sort_keys=True).encode())
-    h.update(repr((sys.version_info[:2], *(_dist_version(d) for d in
+    h.update(repr((sys.version_info[:2], *(dist_version(d) for d in
                    ("torch", "transformers", "tokenizers", "safetensors")))).encode())
     return h.hexdigest()[:16]
 

@@ -19,12 +19,17 @@ import json
 import os
 import platform
 import time
-from importlib import metadata
 
 import pytest
 
-from tests.comfy_server import ARTIFACTS_DIR, WIDE_CRITIC_NAME, Graph, comfy_dir
+from tests.comfy_server import (
+    ARTIFACTS_DIR,
+    WIDE_CRITIC_NAME,
+    comfyui_version,
+    dist_version,
+)
 from tests.integration.test_refine_loop import REFINED, ROUND0, t2i_loop
+from tests.integration.test_residency import critique_graph
 from tests.twins import pointwise_answer
 
 pytestmark = pytest.mark.integration
@@ -45,13 +50,9 @@ def probe(client) -> dict:
 
 
 def critique(client, models_dir, checkpoint: str) -> dict:
-    g = Graph()
-    critic = g.node("RR_LoadCritic", checkpoint=checkpoint, custom_id="", allow_download=False, dtype="auto",
-                    device="auto", attention="sdpa", max_pixels=-1, batch_size=1, keep_loaded=True)
-    image = g.node("EmptyImage", width=64, height=64, batch_size=1, color=0x3366CC)
-    g.node("RR_CritiqueImage", critic=critic, image=image, prompt="a blue square", weights="equal",
-                  max_new_tokens=16, temperature=0.0, seed=client.fresh_seed() % 2**32)  # greedy: the seed only
-    # makes the graph new to ComfyUI's cache, so every round runs it and answers the same text
+    # greedy: the fresh seed only makes the graph new to ComfyUI's cache, so every round runs it and answers
+    # the same text
+    g, _ = critique_graph(models_dir, client.fresh_seed(), keep_loaded=True, max_new_tokens=16, checkpoint=checkpoint)
     return client.run(g, timeout=180)
 
 
@@ -106,11 +107,6 @@ def one_round(client, models_dir) -> tuple[dict, dict]:
 
 def record(before: dict, warm: dict, rounds: list[dict], growth: int) -> None:
     """The figures, with the host and versions, in test-artifacts/soak.json (bench/results keeps a copy)."""
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "-"
     keep = ("rss", "tensors", "tensor_bytes", "modules", "module_hooks", "global_hooks", "open_files", "threads",
             "library_caches", "seconds")
     ARTIFACTS_DIR.mkdir(exist_ok=True)
@@ -118,10 +114,8 @@ def record(before: dict, warm: dict, rounds: list[dict], growth: int) -> None:
         "what": f"{WARM_UP} warm-up + {len(rounds)} rounds of 2 critiques, a 2-round refine loop, a critic switch "
                 "and /free in one ComfyUI process (tiny models, CPU); figures after each round's /free",
         "date": time.strftime("%Y-%m-%d"), "host": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
-        "versions": {"python": platform.python_version(), "torch": version("torch"),
-                     "transformers": version("transformers"),
-                     "comfyui": (comfy_dir() / "comfyui_version.py").read_text().split('"')[1]
-                     if (comfy_dir() / "comfyui_version.py").is_file() else "-"},
+        "versions": {"python": platform.python_version(), "torch": dist_version("torch"),
+                     "transformers": dist_version("transformers"), "comfyui": comfyui_version()},
         "rss_bound_mib": RSS_BOUND / MiB, "rss_growth_mib": round(growth / MiB, 1),
         "before": {k: before[k] for k in keep if k in before},
         "after_warm_up": {k: warm[k] for k in keep if k in warm},
